@@ -1,0 +1,565 @@
+"""From a validated :class:`~kit.spec.Stack` to a GPU plan: placement, memory fractions,
+start order and each service's engine command line.
+
+Every rule that needs the whole stack or the machine lives here. Problems are collected and
+raised together as one :class:`~kit.errors.StackError`, so the user fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit import vllm_versions as vv
+from kit.errors import StackError
+from kit.model_info import (
+    DTYPE_BYTES,
+    GIB,
+    FitEstimate,
+    ModelInfo,
+    ModelUnreadable,
+    estimate_fit,
+    read_model,
+)
+from kit.spec import OWNED_FLAGS, Service, Stack
+
+#: The port vLLM listens on inside every container; the host port is the stack's.
+CONTAINER_PORT = 8000
+#: Where the model folder is mounted inside the container.
+MODEL_MOUNT = "/models"
+#: vLLM's own default for --gpu-memory-utilization.
+VLLM_DEFAULT_FRACTION = 0.90
+#: What the kit reserves for an embed/rerank service on a shared GPU when it can't read the model.
+POOLING_RESERVE_GIB = 4.0
+MIN_FRACTION = 0.05
+#: Start-up budgets (seconds) before a service counts as hung, when the stack sets none.
+STARTUP_BASE = {"chat": 600, "embed": 300, "rerank": 300}
+STARTUP_UNKNOWN = {"chat": 1800, "embed": 600, "rerank": 600}
+STARTUP_PER_GIB = 2.0
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    name: str
+    kind: str
+    served_name: str
+    model: str
+    #: what ``vllm serve`` gets as its first argument
+    model_arg: str
+    #: the host folder mounted read-only at ``model_arg`` (None for hub models)
+    model_host_path: str | None
+    gpus: tuple[int, ...]
+    auto_placed: bool
+    tp: int
+    pp: int
+    fraction: float
+    fraction_source: str  # "stack" | "vllm default" | "filled"
+    max_model_len: int | None
+    port: int
+    engine_args: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    env: dict[str, str]
+    startup_timeout: int
+    reasoning_field: str | None
+    fit: FitEstimate | None
+    weights_gib: float | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: Stack
+    #: in start order (largest first among services that share a GPU)
+    services: tuple[ServicePlan, ...]
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def gpu_map(self) -> dict[int, list[tuple[str, float]]]:
+        out: dict[int, list[tuple[str, float]]] = {g: [] for g in range(self.stack.host.gpus)}
+        for s in self.services:
+            for g in s.gpus:
+                out[g].append((s.name, s.fraction))
+        return out
+
+    def service(self, name: str) -> ServicePlan:
+        for s in self.services:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.services)
+        from kit.errors import KitError
+
+        raise KitError(f"stack '{self.stack.name}' has no service {name!r} (services: {known})")
+
+
+@dataclass
+class _Draft:
+    """Mutable working state for one service while planning."""
+
+    name: str
+    svc: Service
+    served_name: str
+    n_gpus: int
+    gpus: tuple[int, ...] = ()
+    auto: bool = False
+    tp: int = 1
+    pp: int = 1
+    fraction: float | None = None
+    fraction_source: str = "stack"
+    info: ModelInfo | None = None
+    model_arg: str = ""
+    host_path: str | None = None
+    extra: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+
+def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
+    """Validate ``stack`` against the host and plan it. Raises :class:`StackError`."""
+    problems: list[str] = []
+    notes: list[str] = []
+    warnings: list[str] = []
+    d = stack.defaults
+    version = d.version
+    try:
+        w = vv.check_version(version)
+        if w:
+            warnings.append(w)
+    except ValueError as exc:
+        problems.append(f"field 'defaults.vllm_version': {exc}")
+
+    drafts = [_draft(stack, name, svc, problems) for name, svc in stack.services.items()]
+
+    # names and ports
+    _unique(drafts, lambda x: x.served_name, "served_name", "served model name", problems)
+    _unique(drafts, lambda x: x.svc.port, "port", "host port", problems)
+
+    # version-dependent flags and parsers
+    for x in drafts:
+        _check_flags(x, version, problems, notes)
+
+    # models readable on this machine
+    for x in drafts:
+        _locate_model(stack, x, problems)
+        if inspect_models:
+            _inspect_model(x, problems, warnings)
+
+    if problems:
+        raise StackError(_label(stack), problems)
+
+    _place(stack, drafts, problems, notes)
+    if problems:
+        raise StackError(_label(stack), problems)
+
+    _fill_fractions(stack, drafts, problems, notes)
+    if problems:
+        raise StackError(_label(stack), problems)
+
+    fits = {x.name: _fit(stack, x, problems) for x in drafts}
+    if problems:
+        raise StackError(_label(stack), problems)
+
+    order = _start_order(stack, drafts)
+    deps = _dependencies(order)
+    plans = tuple(_finish(stack, x, deps[x.name], fits[x.name], version) for x in order)
+    for x in order:
+        notes += [f"{x.name}: {n}" for n in x.notes]
+    return Plan(stack=stack, services=plans, notes=tuple(notes), warnings=tuple(warnings))
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+def _label(stack: Stack) -> str:
+    return f"'{stack.name}' ({stack.source})"
+
+
+def _draft(stack: Stack, name: str, svc: Service, problems: list[str]) -> _Draft:
+    where = f"service '{name}'"
+    host_gpus = stack.host.gpus
+    if isinstance(svc.gpus, int):
+        n = svc.gpus
+        if n > host_gpus:
+            problems.append(
+                f"{where}, field 'gpus': asks for {n} GPUs but the host has {host_gpus}"
+            )
+        x = _Draft(name, svc, svc.served_name or name, n, auto=True)
+    else:
+        n = len(svc.gpus)
+        bad = [g for g in svc.gpus if not 0 <= g < host_gpus]
+        if bad:
+            problems.append(
+                f"{where}, field 'gpus': GPU id{'s' if len(bad) > 1 else ''} "
+                f"{', '.join(map(str, bad))} outside the host's {host_gpus} GPUs "
+                f"(valid ids 0-{host_gpus - 1})"
+            )
+        x = _Draft(name, svc, svc.served_name or name, n, gpus=tuple(svc.gpus))
+    pp = svc.pipeline_parallel_size
+    if svc.tensor_parallel_size is None:
+        if n % pp:
+            problems.append(
+                f"{where}, field 'pipeline_parallel_size': {n} GPUs do not split into "
+                f"{pp} pipeline stages; use a GPU count divisible by {pp}"
+            )
+        tp = max(1, n // pp)
+    else:
+        tp = svc.tensor_parallel_size
+        if tp * pp != n:
+            problems.append(
+                f"{where}, field 'tensor_parallel_size': tensor_parallel_size {tp} x "
+                f"pipeline_parallel_size {pp} = {tp * pp}, but the service gets {n} GPU"
+                f"{'s' if n != 1 else ''}; they must be equal"
+            )
+    x.tp, x.pp = tp, pp
+    if svc.gpu_memory_utilization is not None:
+        x.fraction, x.fraction_source = svc.gpu_memory_utilization, "stack"
+    return x
+
+
+def _unique(drafts, key, fieldname: str, what: str, problems: list[str]) -> None:  # type: ignore[no-untyped-def]
+    seen: dict[object, str] = {}
+    for x in drafts:
+        k = key(x)
+        if k in seen:
+            problems.append(
+                f"service '{x.name}', field '{fieldname}': {what} {k!r} is already used by "
+                f"service '{seen[k]}'"
+            )
+        else:
+            seen[k] = x.name
+
+
+def _check_flags(x: _Draft, version: vv.Version, problems: list[str], notes: list[str]) -> None:
+    svc, where = x.svc, f"service '{x.name}'"
+    for fieldname, parser, table in (
+        ("reasoning_parser", svc.reasoning_parser, vv.REASONING_PARSERS),
+        ("tool_call_parser", svc.tool_call_parser, vv.TOOL_PARSERS),
+    ):
+        if parser is None:
+            continue
+        if svc.kind != "chat":
+            problems.append(f"{where}, field '{fieldname}': only chat services take a parser")
+            continue
+        if parser not in table:
+            known = ", ".join(vv.parsers_in(table, version))
+            problems.append(
+                f"{where}, field '{fieldname}': unknown parser {parser!r} for vLLM "
+                f"{version}; known: {known}"
+            )
+        elif version < table[parser]:
+            problems.append(
+                f"{where}, field '{fieldname}': parser {parser!r} needs vLLM "
+                f"{table[parser]} or newer, the stack pins {version}"
+            )
+    t = vv.translate_legacy(svc.extra_args, svc.kind, version)
+    problems += [f"{where}, field '{e.split(':', 1)[0]}':{e.split(':', 1)[1]}" for e in t.errors]
+    x.notes += list(t.notes)
+    for i, a in enumerate(t.args):
+        flag = a.partition("=")[0]
+        if flag in OWNED_FLAGS:
+            problems.append(
+                f"{where}, field 'extra_args': {flag} is set by the kit; use the "
+                f"'{OWNED_FLAGS[flag]}' field instead"
+            )
+        if flag == "--enable-reasoning" or (i == 0 and not a.startswith("-")):
+            problems.append(f"{where}, field 'extra_args': unexpected argument {a!r}")
+    x.extra = t.args
+
+
+def _locate_model(stack: Stack, x: _Draft, problems: list[str]) -> None:
+    svc, root = x.svc, stack.defaults.model_root
+    source = svc.model_source or ("local" if root or svc.model.startswith("/") else "hub")
+    if source == "hub":
+        x.model_arg = svc.model
+        return
+    if svc.model.startswith("/"):
+        host = svc.model  # an absolute host folder
+        inside = f"{MODEL_MOUNT}/{Path(svc.model).name}"
+    elif root is None:
+        problems.append(
+            f"service '{x.name}', field 'model': {svc.model!r} is a local folder but "
+            "defaults.model_root is not set; set model_root, or model_source: hub"
+        )
+        return
+    else:
+        host = f"{stack.host_path(root).rstrip('/')}/{svc.model}"
+        inside = f"{MODEL_MOUNT}/{svc.model}"
+    x.model_arg, x.host_path = inside, host
+
+
+def _inspect_model(x: _Draft, problems: list[str], warnings: list[str]) -> None:
+    if x.host_path is None:
+        warnings.append(
+            f"{x.name}: model {x.svc.model!r} comes from the hub; shape and fit not checked"
+        )
+        return
+    try:
+        info = read_model(Path(x.host_path))
+    except ModelUnreadable as exc:
+        warnings.append(
+            f"{x.name}: model folder not readable here ({exc}); shape and fit not checked"
+        )
+        return
+    x.info = info
+    where = f"service '{x.name}'"
+    if info.num_attention_heads and info.num_attention_heads % x.tp:
+        problems.append(
+            f"{where}, field 'tensor_parallel_size': the model has {info.num_attention_heads} "
+            f"attention heads, not divisible by tensor parallel size {x.tp}; choose a TP that "
+            f"divides {info.num_attention_heads}"
+        )
+    if info.needs_remote_code and not x.svc.trust_remote_code:
+        problems.append(
+            f"{where}, field 'trust_remote_code': the model ships custom code (auto_map in "
+            "config.json); vLLM refuses to load it unless trust_remote_code: true"
+        )
+    mml = x.svc.max_model_len
+    if mml and info.max_position_embeddings and mml > info.max_position_embeddings:
+        problems.append(
+            f"{where}, field 'max_model_len': {mml} exceeds the model's "
+            f"max_position_embeddings {info.max_position_embeddings}"
+        )
+
+
+def _place(stack: Stack, drafts: list[_Draft], problems: list[str], notes: list[str]) -> None:
+    """Deterministic placement for services given a GPU count.
+
+    Largest first; a contiguous window of neighbouring ids; prefer windows with no service
+    yet, then the least shared, then aligned starts (0, n, 2n, ...), then the lowest id.
+    """
+    host = stack.host.gpus
+    load: dict[int, int] = defaultdict(int)
+    for x in drafts:
+        if not x.auto:
+            for g in x.gpus:
+                load[g] += 1
+    for x in sorted((x for x in drafts if x.auto), key=lambda x: (-x.n_gpus, x.name)):
+        n = x.n_gpus
+        windows = [tuple(range(s, s + n)) for s in range(host - n + 1)]
+        if not windows:  # already reported: more GPUs than the host has
+            continue
+
+        def score(w: tuple[int, ...], n: int = n) -> tuple[int, int, int, int]:
+            busy = sum(1 for g in w if load[g])
+            return (busy, sum(load[g] for g in w), 0 if w[0] % n == 0 else 1, w[0])
+
+        best = min(windows, key=score)
+        x.gpus = best
+        for g in best:
+            load[g] += 1
+        shared = [g for g in best if load[g] > 1]
+        msg = f"placed on GPU{'s' if n > 1 else ''} {_ids(best)} (asked for {n})"
+        if shared:
+            msg += f"; no free window of {n}, shares GPU {_ids(tuple(shared))}"
+        x.notes.append(msg)
+
+
+def _fill_fractions(
+    stack: Stack, drafts: list[_Draft], problems: list[str], notes: list[str]
+) -> None:
+    mem, headroom = stack.host.gpu_memory_gib, stack.defaults.headroom
+    on_gpu: dict[int, list[_Draft]] = defaultdict(list)
+    for x in drafts:
+        for g in x.gpus:
+            on_gpu[g].append(x)
+
+    def shared(x: _Draft) -> list[str]:
+        return sorted({y.name for g in x.gpus for y in on_gpu[g] if y is not x})
+
+    # 1. services alone on their GPUs take vLLM's default
+    for x in drafts:
+        if x.fraction is None and not shared(x):
+            x.fraction, x.fraction_source = min(VLLM_DEFAULT_FRACTION, headroom), "vllm default"
+    # 2. embed/rerank on shared GPUs get what their model needs
+    for x in drafts:
+        if x.fraction is None and x.svc.kind != "chat":
+            need_gib, why = (
+                POOLING_RESERVE_GIB,
+                (f"model not readable here: at least {POOLING_RESERVE_GIB:g} GiB"),
+            )
+            if x.info and x.info.weights_bytes:
+                w = x.info.weights_bytes / GIB / (x.tp * x.pp)
+                need_gib = w + 1.5
+                why = f"weights {w:.1f} GiB + 1.5 GiB runtime"
+            x.fraction = max(MIN_FRACTION, math.ceil(need_gib / mem * 100) / 100)
+            x.fraction_source = "filled"
+            x.notes.append(
+                f"gpu_memory_utilization not set; the kit chose {x.fraction:.2f} "
+                f"({why}) on GPU {_ids(x.gpus)}, shared with {', '.join(shared(x))}"
+            )
+    # 3. chat services on shared GPUs split what is left under the headroom
+    pending = [x for x in drafts if x.fraction is None]
+    for x in pending:
+        room = []
+        for g in x.gpus:
+            fixed = sum(y.fraction or 0 for y in on_gpu[g] if y.fraction is not None)
+            waiting = sum(1 for y in on_gpu[g] if y.fraction is None)
+            room.append((headroom - fixed) / max(1, waiting))
+        left = math.floor(min(room) * 100 + 1e-9) / 100
+        if left < MIN_FRACTION:
+            problems.append(
+                f"service '{x.name}', field 'gpu_memory_utilization': its GPUs "
+                f"{_ids(x.gpus)} have only {max(left, 0):.2f} left under headroom "
+                f"{headroom:.2f}; lower the fractions of {', '.join(shared(x))}"
+            )
+            left = MIN_FRACTION
+        x.notes.append(
+            f"gpu_memory_utilization not set; the kit chose {left:.2f}, what is left under "
+            f"headroom {headroom:.2f} beside {', '.join(shared(x))}"
+        )
+    for x in pending:  # assign after all are computed, so the split is symmetric
+        x.fraction, x.fraction_source = (
+            x.fraction or float(x.notes[-1].split("chose ")[1][:4]),
+            "filled",
+        )
+    # 4. every GPU's sum stays under the headroom
+    for g in sorted(on_gpu):
+        users = on_gpu[g]
+        total = sum(x.fraction or 0 for x in users)
+        if len(users) > 1 and total > headroom + 1e-9:
+            parts = ", ".join(f"{x.name} {x.fraction:.2f}" for x in users)
+            problems.append(
+                f"service '{users[-1].name}', field 'gpu_memory_utilization': GPU {g} is "
+                f"shared by {parts}: total {total:.2f} exceeds headroom {headroom:.2f} by "
+                f"{total - headroom:.2f}; lower one of them"
+            )
+
+
+def _fit(stack: Stack, x: _Draft, problems: list[str]) -> FitEstimate | None:
+    if x.info is None or x.fraction is None:
+        return None
+    tokens = x.svc.max_model_len or x.info.max_position_embeddings or 0
+    kv_bytes = (
+        1 if any(a.startswith("--kv-cache-dtype") and "fp8" in a for a in _pairs(x.extra)) else None
+    )
+    est = estimate_fit(
+        x.info,
+        kind=x.svc.kind,
+        tp=x.tp,
+        pp=x.pp,
+        tokens=tokens,
+        gpu_memory_gib=stack.host.gpu_memory_gib,
+        fraction=x.fraction,
+        dtype_bytes=DTYPE_BYTES.get(x.svc.dtype),
+        kv_dtype_bytes=kv_bytes,
+    )
+    if est is not None and not est.fits:
+        problems.append(
+            f"service '{x.name}', field 'model': does not fit: needs {est.describe()} "
+            f"({stack.host.gpu_memory_gib:g} GiB x {x.fraction:.2f}); {est.excess_gib:.1f} GiB "
+            "too much per GPU. Use more GPUs (tensor_parallel_size), a smaller "
+            "max_model_len, or a higher gpu_memory_utilization"
+        )
+    return est
+
+
+def _pairs(args: tuple[str, ...]) -> list[str]:
+    """Join ``--flag value`` into ``--flag=value`` for simple matching."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if (
+            a.startswith("--")
+            and "=" not in a
+            and i + 1 < len(args)
+            and not args[i + 1].startswith("-")
+        ):
+            out.append(f"{a}={args[i + 1]}")
+            i += 2
+        else:
+            out.append(a)
+            i += 1
+    return out
+
+
+def _start_order(stack: Stack, drafts: list[_Draft]) -> list[_Draft]:
+    mem = stack.host.gpu_memory_gib
+    return sorted(drafts, key=lambda x: (-(x.fraction or 0) * len(x.gpus) * mem, x.name))
+
+
+def _dependencies(order: list[_Draft]) -> dict[str, tuple[str, ...]]:
+    """Each service waits for the previous service on each GPU it shares (vLLM checks free
+    memory when it starts, so services on one GPU must start one after another)."""
+    last_on: dict[int, str] = {}
+    deps: dict[str, tuple[str, ...]] = {}
+    for x in order:
+        before = sorted({last_on[g] for g in x.gpus if g in last_on})
+        deps[x.name] = tuple(before)
+        for g in x.gpus:
+            last_on[g] = x.name
+    return deps
+
+
+def _finish(
+    stack: Stack,
+    x: _Draft,
+    deps: tuple[str, ...],
+    fit: FitEstimate | None,
+    version: vv.Version,
+) -> ServicePlan:
+    svc = x.svc
+    assert x.fraction is not None
+    args: list[str] = [
+        x.model_arg,
+        "--served-model-name", x.served_name,
+        "--host", "0.0.0.0",
+        "--port", str(CONTAINER_PORT),
+        "--tensor-parallel-size", str(x.tp),
+    ]  # fmt: skip
+    if x.pp > 1:
+        args += ["--pipeline-parallel-size", str(x.pp)]
+    args += ["--gpu-memory-utilization", f"{x.fraction:.2f}"]
+    if svc.max_model_len:
+        args += ["--max-model-len", str(svc.max_model_len)]
+    args += ["--dtype", svc.dtype]
+    if svc.trust_remote_code:
+        args.append("--trust-remote-code")
+    args += vv.pooling_flags(svc.kind, version)
+    if svc.reasoning_parser:
+        args += vv.reasoning_flags(svc.reasoning_parser, version)
+    if svc.tool_call_parser:
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", svc.tool_call_parser]
+    args += x.extra
+
+    weights_gib = None
+    if x.info and x.info.weights_bytes:
+        weights_gib = x.info.weights_bytes / GIB
+    if svc.startup_timeout:
+        timeout = svc.startup_timeout
+    elif weights_gib is not None:
+        timeout = int(STARTUP_BASE[svc.kind] + STARTUP_PER_GIB * weights_gib)
+    else:
+        timeout = STARTUP_UNKNOWN[svc.kind]
+    env = {**stack.defaults.env, **svc.env}
+    return ServicePlan(
+        name=x.name,
+        kind=svc.kind,
+        served_name=x.served_name,
+        model=svc.model,
+        model_arg=x.model_arg,
+        model_host_path=x.host_path,
+        gpus=tuple(x.gpus),
+        auto_placed=x.auto,
+        tp=x.tp,
+        pp=x.pp,
+        fraction=x.fraction,
+        fraction_source=x.fraction_source,
+        max_model_len=svc.max_model_len,
+        port=svc.port,
+        engine_args=tuple(args),
+        depends_on=deps,
+        env=env,
+        startup_timeout=timeout,
+        reasoning_field=vv.reasoning_field(version) if svc.reasoning_parser else None,
+        fit=fit,
+        weights_gib=weights_gib,
+    )
+
+
+def gpu_ids(gpus: tuple[int, ...]) -> str:
+    """``0-3`` for a contiguous group, ``2,5`` otherwise."""
+    if len(gpus) > 2 and list(gpus) == list(range(gpus[0], gpus[-1] + 1)):
+        return f"{gpus[0]}-{gpus[-1]}"
+    return ",".join(map(str, gpus))
+
+
+_ids = gpu_ids

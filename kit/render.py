@@ -1,0 +1,164 @@
+"""Render a :class:`~kit.plan.Plan` into a compose file with Jinja.
+
+All decisions are made here in Python; the templates under ``templates/`` only lay out the
+values (``StrictUndefined``: a missing value is an error, never an empty string). The output is
+deterministic: the same plan renders to the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from kit import __version__
+from kit.plan import CONTAINER_PORT, Plan, ServicePlan
+
+HF_HOME = "/root/.cache/huggingface"
+VLLM_CACHE = "/root/.cache/vllm"
+HEALTH_INTERVAL_S = 5
+HEALTH_TIMEOUT_S = 5
+HEALTH_RETRIES = 3
+LOG_MAX_SIZE = "100m"
+LOG_MAX_FILE = 5
+STOP_GRACE = "60s"
+HEALTH_PROBE = (
+    "import urllib.request; "
+    f"urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=4)"
+)
+
+
+def templates_dir() -> Path:
+    """``templates/`` beside the package in a checkout, or inside it when installed."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "templates", here / "templates"):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError("kit templates folder not found")  # pragma: no cover
+
+
+def environment(folder: Path | None = None) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder or templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["q"] = quote
+    return env
+
+
+def quote(value: Any) -> str:
+    """A YAML scalar that means exactly ``value`` (JSON strings are valid YAML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    #: replace every service's image (tests swap in the engine double; nothing else changes)
+    image: str | None = None
+
+
+def render_compose(plan: Plan, options: RenderOptions | None = None) -> str:
+    ctx = compose_context(plan, options or RenderOptions())
+    return environment().get_template("compose.yaml.j2").render(**ctx)
+
+
+def render_env(plan: Plan) -> str:
+    """The project's ``.env``: compose settings only, never secrets."""
+    return environment().get_template("project.env.j2").render(project=plan.stack.name)
+
+
+def compose_context(plan: Plan, options: RenderOptions) -> dict[str, Any]:
+    stack = plan.stack
+    d = stack.defaults
+    named_volumes = []
+    if d.cache.hf is None:
+        named_volumes.append("hf-cache")
+    if d.cache.vllm is None:
+        named_volumes.append("vllm-cache")
+    host = f"{stack.host.gpus} x {stack.host.gpu_model or 'GPU'} {stack.host.gpu_memory_gib:g} GiB"
+    return {
+        "kit_version": __version__,
+        "source": Path(stack.source).name,
+        "project": stack.name,
+        "host": host,
+        "vllm_version": d.vllm_version,
+        "services": [_service(plan, s, options) for s in plan.services],
+        "named_volumes": named_volumes,
+    }
+
+
+def _service(plan: Plan, s: ServicePlan, options: RenderOptions) -> dict[str, Any]:
+    stack = plan.stack
+    d = stack.defaults
+    volumes: list[dict[str, Any]] = []
+    if s.model_host_path is not None:
+        volumes.append(
+            {"type": "bind", "source": s.model_host_path, "target": s.model_arg, "read_only": True}
+        )
+    for host_path, name, target in (
+        (d.cache.hf, "hf-cache", HF_HOME),
+        (d.cache.vllm, "vllm-cache", VLLM_CACHE),
+    ):
+        if host_path is None:
+            volumes.append({"type": "volume", "source": name, "target": target, "read_only": False})
+        else:
+            volumes.append(
+                {
+                    "type": "bind",
+                    "source": stack.host_path(host_path),
+                    "target": target,
+                    "read_only": False,
+                }
+            )
+    env = {"HF_HOME": HF_HOME}
+    if d.hf_endpoint:
+        env["HF_ENDPOINT"] = d.hf_endpoint
+    env.update(s.env)
+    key_file = stack.api_key_file()
+    labels = {
+        "kit.stack": stack.name,
+        "kit.service": s.name,
+        "kit.kind": s.kind,
+        "kit.served-name": s.served_name,
+        "kit.gpus": ",".join(map(str, s.gpus)),
+        "kit.vllm-version": d.vllm_version,
+    }
+    return {
+        "name": s.name,
+        "image": options.image or d.image,
+        "command": list(s.engine_args),
+        "device_ids": [str(g) for g in s.gpus],
+        "ipc": d.ipc,
+        "shm_size": d.shm_size,
+        "volumes": volumes,
+        "environment": sorted(env.items()),
+        "env_files": [str(key_file)] if key_file else [],
+        "bind_address": d.bind_address,
+        "port": s.port,
+        "container_port": CONTAINER_PORT,
+        "health": {
+            "test": ["CMD", "python3", "-c", HEALTH_PROBE],
+            "interval": f"{HEALTH_INTERVAL_S}s",
+            "timeout": f"{HEALTH_TIMEOUT_S}s",
+            "retries": HEALTH_RETRIES,
+            "start_period": f"{s.startup_timeout}s",
+        },
+        "depends_on": list(s.depends_on),
+        "restart": d.restart,
+        "stop_grace_period": STOP_GRACE,
+        "log_max_size": LOG_MAX_SIZE,
+        "log_max_file": str(LOG_MAX_FILE),
+        "labels": sorted(labels.items()),
+        "gpus_comment": f"GPU {','.join(map(str, s.gpus))} at {s.fraction:.2f}",
+    }

@@ -1,0 +1,112 @@
+"""Human-readable views of a plan (``kit plan``)."""
+
+from __future__ import annotations
+
+import shlex
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from kit.plan import Plan, gpu_ids
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that prints plain text when not on a terminal (logs, CI, pipes)."""
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else 200
+    return Console(stderr=stderr, width=width, highlight=False)
+
+
+def print_plan(out: Console, plan: Plan) -> None:
+    stack = plan.stack
+    h = stack.host
+    out.print(
+        f"stack '{stack.name}' ({_relative(stack.source)}): vLLM {stack.defaults.vllm_version}, "
+        f"{h.gpus} x {h.gpu_model or 'GPU'} {h.gpu_memory_gib:g} GiB, "
+        f"headroom {stack.defaults.headroom:.2f}, ports on {stack.defaults.bind_address}",
+        style="bold",
+        soft_wrap=True,
+    )
+    out.print(gpu_table(plan))
+    out.print(service_table(plan))
+    for title, items, style in (("notes", plan.notes, ""), ("warnings", plan.warnings, "yellow")):
+        if items:
+            out.print(title, style="bold")
+            for item in items:
+                out.print(f"  - {item}", style=style, soft_wrap=True, markup=False)
+    out.print("\nengine command lines", style="bold")
+    for s in plan.services:
+        out.print(f"  {s.name}:", soft_wrap=True)
+        out.print(_indent(command_block(s.engine_args), "    "), soft_wrap=True, markup=False)
+
+
+def command_block(args: tuple[str, ...]) -> str:
+    """``vllm serve MODEL \\`` then one flag (with its value) per line, ready to paste."""
+    lines = ["vllm serve " + (shlex.quote(args[0]) if args else "")]
+    for a in args[1:]:
+        if a.startswith("-") or len(lines) == 1:
+            lines.append(shlex.quote(a))
+        else:
+            lines[-1] += " " + shlex.quote(a)
+    return " \\\n  ".join(lines)
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _relative(path: str) -> str:
+    from pathlib import Path
+
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def gpu_table(plan: Plan) -> Table:
+    names = [s.name for s in plan.services]
+    t = Table(
+        title="GPU map: memory fraction per service", box=box.SIMPLE_HEAD, title_justify="left"
+    )
+    t.add_column("GPU", justify="right")
+    for n in names:
+        t.add_column(n, justify="center")
+    t.add_column("total", justify="right")
+    for g, users in plan.gpu_map().items():
+        frac = dict(users)
+        total = sum(frac.values())
+        cells = [f"{frac[n]:.2f}" if n in frac else "." for n in names]
+        t.add_row(str(g), *cells, f"{total:.2f}" if users else "free")
+    return t
+
+
+def service_table(plan: Plan) -> Table:
+    t = Table(title="services in start order", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in (
+        "#",
+        "service",
+        "kind",
+        "served name",
+        "GPUs",
+        "TP x PP",
+        "fraction",
+        "port",
+        "waits for",
+        "fit per GPU",
+        "startup",
+    ):
+        t.add_column(col)
+    bind = plan.stack.defaults.bind_address
+    for i, s in enumerate(plan.services, 1):
+        gpus = gpu_ids(s.gpus) + (" (auto)" if s.auto_placed else "")
+        frac = f"{s.fraction:.2f}" + (
+            "" if s.fraction_source == "stack" else f" ({s.fraction_source})"
+        )
+        fit = "-" if s.fit is None else f"{s.fit.needed_gib:.1f}/{s.fit.budget_gib:.1f} GiB"
+        t.add_row(
+            str(i), s.name, s.kind, s.served_name, gpus, f"{s.tp} x {s.pp}", frac,
+            f"{bind}:{s.port}", ", ".join(s.depends_on) or "-", fit, f"{s.startup_timeout}s",
+        )  # fmt: skip
+    return t
