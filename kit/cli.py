@@ -5,7 +5,6 @@ Errors are :class:`~kit.errors.KitError` and become exit codes in one place: :fu
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -27,7 +26,18 @@ def _plan(stack: str) -> Plan:
     return plan
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class KitGroup(click.Group):
+    """Turns :class:`KitError` into a message on stderr and its exit code: the one place."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=KitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kit")
 def cli() -> None:
     """Declarative vLLM stacks on multi-GPU hosts.
@@ -91,24 +101,9 @@ def lint(stacks: tuple[str, ...]) -> None:
     click.echo(f"lint: {len(results)} passed")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: the one place where errors become messages and exit codes."""
-    try:
-        cli.main(args=argv, prog_name="kit", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except KitError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
-    return 0
+def main() -> None:
+    cli(prog_name="kit")
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()
