@@ -101,6 +101,173 @@ def lint(stacks: tuple[str, ...]) -> None:
     click.echo(f"lint: {len(results)} passed")
 
 
+def _project(plan: Plan, image: str | None = None):  # type: ignore[no-untyped-def]
+    from kit.engine import Project
+
+    return Project(plan, options=RenderOptions(image=image))
+
+
+IMAGE_OPTION = click.option(
+    "--image",
+    metavar="IMAGE",
+    help="Replace every service's image (tests and simulations only).",
+)
+
+
+@cli.command()
+@click.argument("stack")
+@click.option(
+    "--timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Start-up budget per service (default: from the model's size, or the "
+    "service's startup_timeout).",
+)
+@click.option(
+    "--keep-on-failure", is_flag=True, help="Keep containers of a failed start for debugging."
+)
+@IMAGE_OPTION
+def up(stack: str, timeout: float | None, keep_on_failure: bool, image: str | None) -> None:
+    """Start STACK in plan order and wait until every service is ready."""
+    from kit import lifecycle
+    from kit.progress import Display
+
+    plan = _plan(stack)
+    project = _project(plan, image)
+    out = console()
+    if image:
+        out.print(
+            f"SIMULATION: every service runs image {image}, not the stack's engine",
+            style="bold yellow",
+        )
+    out.print(
+        f"starting '{plan.stack.name}' ({len(plan.services)} services) from {project.compose_file}"
+    )
+    with Display(out) as display:
+        result = lifecycle.up(plan, project, timeout=timeout, keep_on_failure=keep_on_failure,
+                              listener=display)  # fmt: skip
+    for p in result.services:
+        ep = f"{plan.stack.defaults.bind_address}:{p.service.port}"
+        out.print(f"  ready  {p.name:<20} {p.service.served_name:<28} http://{ep}  after {p.ready_at or 0:.1f}s",
+                  markup=False, soft_wrap=True)  # fmt: skip
+    out.print(f"stack '{plan.stack.name}' is ready after {result.elapsed:.1f}s", style="bold green")
+
+
+@cli.command()
+@click.argument("stack")
+@click.option("--volumes", is_flag=True, help="Also remove the stack's named volumes (caches).")
+def down(stack: str, volumes: bool) -> None:
+    """Stop and remove STACK's containers and network (succeeds if it is not up)."""
+    from kit import lifecycle
+
+    plan = build_plan(load_stack(stack))
+    lifecycle.down(_project(plan), volumes=volumes)
+    click.echo(f"stack '{plan.stack.name}' is down")
+
+
+@cli.command()
+@click.argument("stack")
+def status(stack: str) -> None:
+    """Containers, health, GPUs and endpoints of STACK."""
+    from rich.table import Table
+
+    from kit import lifecycle
+
+    plan = build_plan(load_stack(stack))
+    rows = lifecycle.status(plan, _project(plan))
+    t = Table(title=f"stack '{plan.stack.name}'", title_justify="left")
+    for col in (
+        "service",
+        "kind",
+        "GPUs",
+        "NVIDIA_VISIBLE_DEVICES",
+        "container",
+        "health",
+        "model",
+        "url",
+    ):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.name, r.kind, r.gpus, r.visible_devices, r.container, r.health, r.served, r.url)
+    console().print(t)
+
+
+@cli.command()
+@click.argument("stack")
+@click.argument("service", required=False)
+@click.option("-n", "--tail", type=int, default=200, show_default=True, help="Lines per service.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+def logs(stack: str, service: str | None, tail: int, follow: bool) -> None:
+    """Logs of STACK, or of one SERVICE."""
+    plan = build_plan(load_stack(stack))
+    if service is not None:
+        plan.service(service)  # a clear error for an unknown name
+    project = _project(plan)
+    if follow:
+        for _source, line in project.follow_logs(service, tail=tail):
+            click.echo(line.decode("utf-8", "replace"), nl=False)
+    else:
+        click.echo(project.logs(service, tail=tail), nl=False)
+
+
+@cli.command()
+@click.argument("stack")
+@click.argument("services", nargs=-1)
+@click.option("--max-tokens", type=int, default=64, show_default=True)
+def smoke(stack: str, services: tuple[str, ...], max_tokens: int) -> None:
+    """Check every endpoint of STACK (or of SERVICES) with real requests."""
+    from kit.errors import CheckFailed
+    from kit.report import check_table
+    from kit.smoke import smoke as run_smoke
+
+    plan = build_plan(load_stack(stack))
+    checks = run_smoke(plan, list(services) or None, max_tokens=max_tokens)
+    console().print(check_table(checks))
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise CheckFailed(f"smoke: {len(failed)} of {len(checks)} checks failed")
+    click.echo(f"smoke: {len(checks)} passed, 0 failed")
+
+
+@cli.command()
+@click.argument("stack", required=False)
+def doctor(stack: str | None) -> None:
+    """Check this machine (and STACK's needs): engine, compose, NVIDIA, GPUs, ports, disk."""
+    from kit.doctor import doctor as run_doctor
+    from kit.report import findings_table
+
+    plan = build_plan(load_stack(stack)) if stack else None
+    findings = run_doctor(plan)
+    console().print(findings_table(findings))
+    bad = [f for f in findings if f.status == "fail"]
+    if bad:
+        raise KitError(f"doctor: {len(bad)} problem{'s' if len(bad) > 1 else ''} to fix")
+
+
+@cli.command()
+@click.option(
+    "--image",
+    default="kit-engine-double:dev",
+    show_default=True,
+    help="The engine double image (scripts/build-double-image.sh builds it).",
+)
+@click.option("--stack", "stack", default="sim-demo", show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the simulated stack running at the end.")
+@click.pass_context
+def demo(ctx: click.Context, image: str, stack: str, keep: bool) -> None:
+    """SIMULATION: the full loop (up, status, smoke, down) on the engine double, no GPU needed."""
+    out = console()
+    out.rule("[bold yellow]SIMULATION - engine double, fake GPUs, no real model[/]")
+    ctx.invoke(up, stack=stack, timeout=None, keep_on_failure=False, image=image)
+    ctx.invoke(status, stack=stack)
+    try:
+        ctx.invoke(smoke, stack=stack, services=(), max_tokens=16)
+    finally:
+        if not keep:
+            ctx.invoke(down, stack=stack, volumes=False)
+    out.rule("[bold yellow]end of SIMULATION[/]")
+
+
 def main() -> None:
     cli(prog_name="kit")
 

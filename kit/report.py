@@ -110,3 +110,23 @@ def service_table(plan: Plan) -> Table:
             f"{bind}:{s.port}", ", ".join(s.depends_on) or "-", fit, f"{s.startup_timeout}s",
         )  # fmt: skip
     return t
+
+
+def check_table(checks: list) -> Table:  # type: ignore[type-arg]
+    t = Table(title="smoke checks", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("service", "check", "result", "latency", "detail"):
+        t.add_column(col)
+    for c in checks:
+        result = "[green]pass[/]" if c.ok else "[bold red]FAIL[/]"
+        t.add_row(c.service, c.name, result, f"{1000 * c.seconds:.0f} ms", c.detail)
+    return t
+
+
+def findings_table(findings: list) -> Table:  # type: ignore[type-arg]
+    t = Table(title="kit doctor", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("check", "status", "finding", "fix"):
+        t.add_column(col)
+    style = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    for f in findings:
+        t.add_row(f.check, f"[{style[f.status]}]{f.status}[/]", f.message, f.fix)
+    return t

@@ -1,0 +1,134 @@
+"""A small HTTP client for one vLLM endpoint (stdlib only): readiness probes and smoke tests.
+
+Load tests use their own asynchronous client; this one favours clear errors over speed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kit.plan import Plan, ServicePlan
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    seconds: float
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+    def text(self, limit: int = 300) -> str:
+        return self.body.decode("utf-8", "replace")[:limit]
+
+
+class PortClosed(Exception):
+    """Nothing listens on the port yet (vLLM keeps it closed while loading)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    api_key: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def _conn(self, timeout: float) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def _headers(self, body: bool) -> dict[str, str]:
+        h = {"Accept": "application/json"}
+        if body:
+            h["Content-Type"] = "application/json"
+        if self.api_key:
+            h["Authorization"] = f"Bearer {self.api_key}"
+        return h
+
+    def request(
+        self, method: str, path: str, body: Any | None = None, *, timeout: float = 30.0
+    ) -> Response:
+        data = None if body is None else json.dumps(body).encode()
+        conn = self._conn(timeout)
+        t0 = time.perf_counter()
+        try:
+            conn.request(method, path, body=data, headers=self._headers(data is not None))
+            resp = conn.getresponse()
+            payload = resp.read()
+        except ConnectionRefusedError:
+            raise PortClosed(f"{self.base_url}: connection refused") from None
+        except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError) as exc:
+            # a port published by Docker accepts, then resets, while nothing listens inside
+            raise PortClosed(f"{self.base_url}: {type(exc).__name__}") from None
+        finally:
+            conn.close()
+        return Response(resp.status, payload, time.perf_counter() - t0)
+
+    def get(self, path: str, *, timeout: float = 30.0) -> Response:
+        return self.request("GET", path, timeout=timeout)
+
+    def post(self, path: str, body: Any, *, timeout: float = 120.0) -> Response:
+        return self.request("POST", path, body, timeout=timeout)
+
+    def stream(
+        self, path: str, body: Any, *, timeout: float = 120.0
+    ) -> Iterator[tuple[float, str]]:
+        """POST and yield ``(seconds since send, data)`` for each SSE ``data:`` line."""
+        conn = self._conn(timeout)
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", path, body=json.dumps(body).encode(), headers=self._headers(True))
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise StreamError(resp.status, resp.read().decode("utf-8", "replace")[:300])
+            for raw in resp:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith("data:"):
+                    yield time.perf_counter() - t0, line[5:].strip()
+        except ConnectionRefusedError:
+            raise PortClosed(f"{self.base_url}: connection refused") from None
+        finally:
+            conn.close()
+
+
+class StreamError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def read_api_key(path: Path | None) -> str | None:
+    """VLLM_API_KEY from an env file. The value is returned, never printed or logged."""
+    if path is None or not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key.strip().removeprefix("export ").strip() == "VLLM_API_KEY":
+            return value.strip().strip("'\"") or None
+    return None
+
+
+def endpoint_for(plan: Plan, service: ServicePlan) -> Endpoint:
+    bind = plan.stack.defaults.bind_address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
+    return Endpoint(host, service.port, read_api_key(plan.stack.api_key_file()))
+
+
+def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,106 @@
+"""Known ways a vLLM container dies, recognised from its log, each with what to change."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cause:
+    key: str
+    pattern: re.Pattern[str]
+    title: str
+    advice: str
+
+
+def _c(key: str, pattern: str, title: str, advice: str) -> Cause:
+    return Cause(key, re.compile(pattern, re.IGNORECASE | re.MULTILINE), title, advice)
+
+
+#: Most specific first: an OOM trace can follow a free-memory warning, not the other way round.
+CAUSES: tuple[Cause, ...] = (
+    _c(
+        "free_memory",
+        r"Free memory on device.*less than desired GPU memory utilization",
+        "not enough free GPU memory at start-up",
+        "another process holds memory on this GPU (often a service sharing it). Lower this "
+        "service's gpu_memory_utilization, or the others' on the same GPU, so the sum stays "
+        "under defaults.headroom; `kit plan` shows the sums per GPU",
+    ),
+    _c(
+        "oom",
+        r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory",
+        "CUDA out of memory",
+        "the model, its KV cache and activations do not fit: lower max_model_len or "
+        "max-num-seqs, lower gpu_memory_utilization of services sharing the GPU, or use more "
+        "GPUs (tensor_parallel_size)",
+    ),
+    _c(
+        "world_size",
+        r"World size \(\d+\) is larger than the number of available GPUs|"
+        r"larger than the number of available GPUs",
+        "tensor x pipeline parallel size exceeds the GPUs the container sees",
+        "the container sees fewer GPUs than TP x PP: check the NVIDIA runtime on the host "
+        "(`kit doctor`) and that no other tool changes NVIDIA_VISIBLE_DEVICES",
+    ),
+    _c(
+        "heads",
+        r"attention heads \(\d+\) must be divisible by tensor parallel size",
+        "attention heads not divisible by tensor parallel size",
+        "choose a tensor_parallel_size that divides the model's num_attention_heads "
+        "(config.json), with as many GPUs",
+    ),
+    _c(
+        "unrecognized_args",
+        r"unrecognized arguments?:",
+        "the engine does not know a flag",
+        "the image's vLLM rejects a flag: make defaults.vllm_version match the image tag so "
+        "the kit renders that version's flags, and check extra_args",
+    ),
+    _c(
+        "gated_401",
+        r"GatedRepoError|Cannot access gated repo|Access to model .* is restricted|"
+        r"401 Client Error|Unauthorized for url|Invalid credentials in Authorization header",
+        "the model hub refused the download (401: gated or private repository)",
+        "accept the model's licence on the hub and put HF_TOKEN=... in the stack's env file "
+        "(defaults.api_key_env_file), or download the model and serve it from model_root",
+    ),
+    _c(
+        "trust_remote_code",
+        r"trust_remote_code=True|contains custom code which must be executed",
+        "the model needs its own code and trust_remote_code is off",
+        "set trust_remote_code: true for this service (only for models you trust)",
+    ),
+    _c(
+        "model_missing",
+        r"Repo id must be in the form|is not a local folder and is not a valid model identifier|"
+        r"HFValidationError|does not appear to have a file named config\.json|"
+        r"No such file or directory: '?/models|Invalid repository ID or local directory",
+        "model folder missing or not a model",
+        "the path given to vllm serve is not a model folder inside the container: check that "
+        "defaults.model_root/model exists on the host and holds config.json (`kit doctor`)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    cause: Cause | None
+    line: str | None  # the log line that matched
+
+    def describe(self) -> str:
+        if self.cause is None:
+            return "no known cause recognised in the log; read the last lines above"
+        line = f'\n    log: "{self.line.strip()[:300]}"' if self.line else ""
+        return f"{self.cause.title}{line}\n    fix: {self.cause.advice}"
+
+
+def diagnose(log: str) -> Diagnosis:
+    for cause in CAUSES:
+        m = cause.pattern.search(log)
+        if m:
+            start = log.rfind("\n", 0, m.start()) + 1
+            end = log.find("\n", m.end())
+            return Diagnosis(cause, log[start : end if end != -1 else None])
+    return Diagnosis(None, None)

@@ -1,0 +1,216 @@
+"""Start a stack in plan order and wait until every service is really ready.
+
+Ready means: the container is running, ``GET /health`` answers 200, and ``GET /v1/models``
+lists the served name. The kit starts each service itself once the services it shares a GPU
+with are ready (so no compose call blocks for minutes), watches every container while it
+waits, and stops at once when one exits or restarts: vLLM can exit 0 when its engine dies,
+so any exit counts.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tenacity import Retrying, retry_if_result, stop_never, wait_fixed
+
+from kit.client import Endpoint, PortClosed, endpoint_for
+from kit.diagnose import diagnose
+from kit.engine import ContainerState, Project
+from kit.errors import NotReadyError
+from kit.plan import Plan, ServicePlan
+
+TICK_S = 0.25
+PROBE_TIMEOUT_S = 2.0
+LOG_TAIL = 40
+
+
+class Phase(enum.StrEnum):
+    WAITING = "waiting for GPU sharers"
+    CREATED = "created"
+    STARTING = "starting"
+    LOADING = "loading: port closed"
+    UNHEALTHY = "loading: /health not 200"
+    HEALTHY = "healthy: model not listed"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class ServiceProgress:
+    """Times are seconds since the wait began."""
+
+    service: ServicePlan
+    phase: Phase = Phase.WAITING
+    phase_since: float = 0.0
+    started_at: float | None = None
+    ready_at: float | None = None
+    container_id: str | None = None
+    restarts: int | None = None
+    detail: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+
+@dataclass
+class WaitResult:
+    elapsed: float
+    services: list[ServiceProgress] = field(default_factory=list)
+
+
+Listener = Callable[[float, list[ServiceProgress], ServiceProgress | None], None]
+
+
+class Waiter:
+    """Runs the start/wait loop. ``listener(elapsed, all, changed)`` is told about every
+    phase change (``changed``) and every tick (``changed=None``) for live displays."""
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        timeout: float | None = None,
+        listener: Listener | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.project = project
+        self.plan: Plan = project.plan
+        self.timeout = timeout
+        self.listener = listener or (lambda *_: None)
+        self.clock = clock
+        self.t0 = clock()
+        self.progress = {
+            s.name: ServiceProgress(s, phase_since=self.t0) for s in self.plan.services
+        }
+        self.endpoints: dict[str, Endpoint] = {
+            s.name: endpoint_for(self.plan, s) for s in self.plan.services
+        }
+        self._pool = ThreadPoolExecutor(max_workers=max(2, len(self.plan.services)))
+
+    # --- loop -----------------------------------------------------------------------------
+
+    def run(self) -> WaitResult:
+        """Tick until every service is ready; a failure raises :class:`NotReadyError`."""
+        retrying = Retrying(
+            wait=wait_fixed(TICK_S),
+            retry=retry_if_result(lambda done: not done),
+            stop=stop_never,  # every service has its own deadline, checked in tick()
+            reraise=True,
+        )
+        try:
+            retrying(self.tick)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        return WaitResult(self._elapsed(), list(self.progress.values()))
+
+    def tick(self) -> bool:
+        """One round: start what may start, look at containers, probe endpoints."""
+        to_start = [
+            p.service.name
+            for p in self.progress.values()
+            if p.started_at is None
+            and all(self.progress[d].phase is Phase.READY for d in p.service.depends_on)
+        ]
+        if to_start:
+            self.project.start(to_start)
+            for name in to_start:
+                p = self.progress[name]
+                p.started_at = self._elapsed()
+                self._set(p, Phase.CREATED)
+        states = self.project.states()
+        active = [p for p in self.progress.values() if p.started_at is not None]
+        for p in active:
+            self._check_container(p, states.get(p.name))
+        probing = [
+            p for p in active if p.phase not in (Phase.CREATED,) and p.phase is not Phase.READY
+        ]
+        results = list(self._pool.map(self._probe, probing))
+        for p, phase in zip(probing, results, strict=True):
+            if phase is Phase.READY:
+                p.ready_at = self._elapsed()
+            self._set(p, phase)
+        for p in active:
+            self._check_deadline(p, self._elapsed())
+        self.listener(self._elapsed(), list(self.progress.values()), None)
+        return all(p.phase is Phase.READY for p in self.progress.values())
+
+    # --- pieces ---------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.clock() - self.t0
+
+    def _set(self, p: ServiceProgress, phase: Phase, detail: str = "") -> None:
+        if phase is not p.phase:
+            p.phase, p.phase_since, p.detail = phase, self._elapsed(), detail
+            self.listener(self._elapsed(), list(self.progress.values()), p)
+
+    def _check_container(self, p: ServiceProgress, st: ContainerState | None) -> None:
+        if st is None:
+            if p.container_id is not None:
+                self._fail(p, "its container disappeared (removed by someone else?)", None)
+            return
+        if p.container_id is None or p.container_id != st.id:
+            p.container_id, p.restarts = st.id, st.restart_count
+        if st.stopped:
+            code = f"exit status {st.exit_code}" if st.exit_code is not None else st.status
+            when = "after it was ready" if p.phase is Phase.READY else "while loading"
+            self._fail(p, f"container exited ({code}) {when}", st)
+        if st.status == "restarting" or (p.restarts is not None and st.restart_count > p.restarts):
+            self._fail(p, f"container restarted ({st.restart_count} restarts): it crashed", st)
+        if st.status == "created" and p.phase is Phase.CREATED:
+            return
+        if st.status == "running" and p.phase is Phase.CREATED:
+            self._set(p, Phase.STARTING)
+
+    def _probe(self, p: ServiceProgress) -> Phase:
+        ep = self.endpoints[p.name]
+        try:
+            health = ep.get("/health", timeout=PROBE_TIMEOUT_S)
+        except PortClosed:
+            return Phase.LOADING
+        except OSError:
+            return Phase.LOADING  # timeouts while the server is busy starting
+        if health.status != 200:
+            return Phase.UNHEALTHY
+        try:
+            models = ep.get("/v1/models", timeout=PROBE_TIMEOUT_S)
+            ids = (
+                [m.get("id") for m in models.json().get("data", [])] if models.status == 200 else []
+            )
+        except (OSError, PortClosed, ValueError, AttributeError):
+            return Phase.HEALTHY
+        return Phase.READY if p.service.served_name in ids else Phase.HEALTHY
+
+    def _check_deadline(self, p: ServiceProgress, now: float) -> None:
+        if p.phase is Phase.READY or p.started_at is None:
+            return
+        budget = self.timeout if self.timeout is not None else p.service.startup_timeout
+        if now - p.started_at > budget:
+            self._fail(
+                p,
+                f"not ready after {budget:.0f}s (phase: {p.phase.value}); raise the service's "
+                "startup_timeout in the stack or pass --timeout",
+                None,
+                timed_out=True,
+            )
+
+    def _fail(
+        self, p: ServiceProgress, why: str, st: ContainerState | None, *, timed_out: bool = False
+    ) -> None:
+        self._set(p, Phase.FAILED, why)
+        log = self.project.container_logs(p.container_id, tail=LOG_TAIL) if p.container_id else ""
+        diag = diagnose(log)
+        last = "\n".join("    | " + line for line in log.rstrip().splitlines()[-LOG_TAIL:])
+        msg = [f"service '{p.name}': {why}"]
+        msg.append(f"  last log lines:\n{last}" if last else "  (the container wrote no log)")
+        if not timed_out or diag.cause is not None:
+            msg.append(f"  diagnosis: {diag.describe()}")
+        err = NotReadyError("\n".join(msg))
+        err.service = p.name  # type: ignore[attr-defined]
+        err.cause = diag.cause.key if diag.cause else None  # type: ignore[attr-defined]
+        raise err
