@@ -6,10 +6,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BASE_STACK
 from kit.errors import StackError
 from kit.plan import build_plan
 from kit.spec import Stack, parse_stack
+from stackutil import BASE_STACK
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
@@ -69,7 +69,8 @@ def _mutations():
 
     paths = st.sampled_from(
         [("host", "gpus"), ("host", "gpu_memory_gib"), ("defaults", "image"),
-         ("defaults", "vllm_version"), ("defaults", "headroom"), ("services", "llm", "gpus"), ("services", "llm", "port"),
+         ("defaults", "vllm_version"), ("defaults", "headroom"), ("services", "llm", "gpus"),
+         ("services", "llm", "port"),
          ("services", "llm", "tensor_parallel_size"), ("services", "llm", "kind"),
          ("services", "llm", "extra_args"), ("services", "llm", "gpu_memory_utilization")]
     )  # fmt: skip

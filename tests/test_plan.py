@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_model
 from kit.errors import StackError
 from kit.plan import build_plan
 from kit.spec import load_stack
+from stackutil import write_model
 
 
 def plan_of(path):
