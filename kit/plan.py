@@ -29,8 +29,6 @@ from kit.spec import OWNED_FLAGS, Service, Stack
 CONTAINER_PORT = 8000
 #: Where the model folder is mounted inside the container.
 MODEL_MOUNT = "/models"
-#: vLLM's own default for --gpu-memory-utilization.
-VLLM_DEFAULT_FRACTION = 0.90
 #: What the kit reserves for an embed/rerank service on a shared GPU when it can't read the model.
 POOLING_RESERVE_GIB = 4.0
 MIN_FRACTION = 0.05
@@ -239,17 +237,9 @@ def _check_flags(x: _Draft, version: vv.Version, problems: list[str], notes: lis
         if svc.kind != "chat":
             problems.append(f"{where}, field '{fieldname}': only chat services take a parser")
             continue
-        if parser not in table:
-            known = ", ".join(vv.parsers_in(table, version))
-            problems.append(
-                f"{where}, field '{fieldname}': unknown parser {parser!r} for vLLM "
-                f"{version}; known: {known}"
-            )
-        elif version < table[parser]:
-            problems.append(
-                f"{where}, field '{fieldname}': parser {parser!r} needs vLLM "
-                f"{table[parser]} or newer, the stack pins {version}"
-            )
+        why = vv.parser_problem(table, parser, version)
+        if why:
+            problems.append(f"{where}, field '{fieldname}': {why}")
     t = vv.translate_legacy(svc.extra_args, svc.kind, version)
     problems += [f"{where}, field '{e.split(':', 1)[0]}':{e.split(':', 1)[1]}" for e in t.errors]
     x.notes += list(t.notes)
@@ -366,9 +356,10 @@ def _fill_fractions(
         return sorted({y.name for g in x.gpus for y in on_gpu[g] if y is not x})
 
     # 1. services alone on their GPUs take vLLM's default
+    default = vv.default_gpu_memory_utilization(stack.defaults.version)
     for x in drafts:
         if x.fraction is None and not shared(x):
-            x.fraction, x.fraction_source = min(VLLM_DEFAULT_FRACTION, headroom), "vllm default"
+            x.fraction, x.fraction_source = min(default, headroom), "vllm default"
     # 2. embed/rerank on shared GPUs get what their model needs
     for x in drafts:
         if x.fraction is None and x.svc.kind != "chat":

@@ -43,10 +43,10 @@ def V(text: str) -> Version:
     return Version.parse(text)
 
 
-#: Oldest and newest versions the table describes. Older is refused; newer is allowed
-#: with a warning (the newest rules are assumed).
-OLDEST = V("0.8.0")
-NEWEST = V("0.32.0")
+#: Oldest and newest versions the table describes (checked against released vLLM source,
+#: see docs/vllm-versions.md). Older is refused; newer is allowed with a warning.
+OLDEST = V("0.8.5")
+NEWEST = V("0.33.0")
 
 
 @dataclass(frozen=True)
@@ -96,30 +96,104 @@ ENABLE_REASONING: tuple[Rule, ...] = (
     Rule(V("0.10.0"), None, (), "--enable-reasoning was removed in 0.10"),
 )
 
-#: The chat message field that carries reasoning text.
+#: The chat message field(s) that carry reasoning text: 0.11.1-0.15 send both.
 REASONING_FIELD: tuple[Rule, ...] = (
-    Rule(V("0.0.0"), V("0.16.0"), ("reasoning_content",)),
+    Rule(V("0.0.0"), V("0.11.1"), ("reasoning_content",)),
+    Rule(V("0.11.1"), V("0.16.0"), ("reasoning", "reasoning_content")),
     Rule(V("0.16.0"), None, ("reasoning",)),
 )
 
-#: Reasoning parser name -> first version that registers it (``--reasoning-parser``).
-REASONING_PARSERS: dict[str, Version] = {
-    "deepseek_r1": V("0.8.0"),
-    "granite": V("0.8.0"),
-    "qwen3": V("0.8.5"),
-}
+#: vLLM's own default for --gpu-memory-utilization.
+DEFAULT_GPU_MEMORY_UTILIZATION: tuple[Rule, ...] = (
+    Rule(V("0.0.0"), V("0.20.0"), ("0.90",)),
+    Rule(V("0.20.0"), None, ("0.92",)),
+)
 
-#: Tool-call parser name -> first version that registers it (``--tool-call-parser``).
-TOOL_PARSERS: dict[str, Version] = {
-    "hermes": V("0.8.0"),
-    "mistral": V("0.8.0"),
-    "llama3_json": V("0.8.0"),
-    "internlm": V("0.8.0"),
-    "jamba": V("0.8.0"),
-    "granite": V("0.8.0"),
-    "granite-20b-fc": V("0.8.0"),
-    "pythonic": V("0.8.0"),
-}
+
+@dataclass(frozen=True)
+class Span:
+    """A name registered from ``since`` until (not including) ``until``."""
+
+    since: Version
+    until: Version | None = None
+
+    def covers(self, v: Version) -> bool:
+        return self.since <= v and (self.until is None or v < self.until)
+
+
+def _spans(text: str) -> dict[str, Span]:
+    """``"0.8.5: a b; 0.9.0: c"`` -> names with their first version; ``name<0.24.0`` ends one."""
+    out: dict[str, Span] = {}
+    for group in text.split(";"):
+        since, _, names = group.partition(":")
+        for name in names.split():
+            name, _, until = name.partition("<")
+            out[name] = Span(V(since.strip()), V(until) if until else None)
+    return out
+
+
+#: ``--reasoning-parser`` names by the first release that registers them.
+REASONING_PARSERS: dict[str, Span] = _spans(
+    "0.8.5: deepseek_r1 granite; 0.9.0: qwen3; 0.10.0: hunyuan_a13b mistral glm4_moe<0.10.1;"
+    "0.10.1: glm45 step3 GptOss<0.10.2; 0.10.2: openai_gptoss; 0.11.0: seed_oss;"
+    "0.11.1: deepseek_v3 ernie45 kimi_k2 minimax_m2 minimax_m2_append_think olmo3;"
+    "0.13.0: holo2; 0.15.1: step3p5; 0.18.0: nemotron_v3; 0.19.0: gemma4;"
+    "0.20.0: deepseek_v4 hy_v3 mimo; 0.21.0: cohere_command3 cohere_command4 poolside_v1;"
+    "0.24.0: glm47 minimax_m3; 0.26.0: inkling; 0.27.0: kimi_k3; 0.28.0: ling3 muse_glimmer;"
+    "0.29.0: hy_v4; 0.30.0: deepseek_v41 k2_horizon; 0.31.0: granite_thinking_parser;"
+    "0.32.0: hf minicpmv plamo3; 0.33.0: beam muse musespark1x step5"
+)
+
+#: ``--tool-call-parser`` names by the first release that registers them.
+TOOL_PARSERS: dict[str, Span] = _spans(
+    "0.8.5: granite granite-20b-fc hermes internlm jamba llama3_json llama4_json mistral"
+    " phi4_mini_json pythonic; 0.9.0: deepseek_v3 llama4_pythonic; 0.9.2: minimax<0.24.0 xlam;"
+    "0.10.0: hunyuan_a13b kimi_k2 qwen3_coder glm4_moe<0.10.1; 0.10.1: glm45 step3;"
+    "0.10.2: deepseek_v31 openai seed_oss; 0.11.0: longcat qwen3_xml;"
+    "0.11.1: ernie45 minimax_m2 olmo3; 0.13.0: deepseek_v32 gigachat3;"
+    "0.14.0: functiongemma glm47; 0.15.1: step3p5; 0.18.0: granite4; 0.19.0: gemma4;"
+    "0.20.0: deepseek_v4 hy_v3 mimo; 0.21.0: cohere_command3 cohere_command4 lfm2 poolside_v1;"
+    "0.22.0: apertus; 0.23.0: minicpm5; 0.24.0: minimax_m3; 0.26.0: inkling; 0.27.0: kimi_k3;"
+    "0.28.0: dots ling3 muse_glimmer; 0.29.0: hy_v4; 0.30.0: deepseek_v41 k2_horizon;"
+    "0.32.0: hf plamo3 qwen3_json; 0.33.0: beam muse musespark1x step5"
+)
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    flag: str
+    removed: Version
+    instead: str
+    #: dropped with a note where the flag only restated a default; else an error
+    droppable: bool = False
+
+
+#: Flags people copy from old notes that later releases refuse (argparse errors).
+REMOVED_FLAGS: tuple[FlagChange, ...] = (
+    FlagChange("--device", V("0.10.0"), "nothing: vLLM detects the device", droppable=True),
+    FlagChange(
+        "--use-v2-block-manager", V("0.10.0"), "nothing: it is the only one", droppable=True
+    ),
+    FlagChange("--tokenizer-pool-size", V("0.10.0"), "nothing"),
+    FlagChange("--num-scheduler-steps", V("0.10.1"), "nothing (multi-step scheduling is gone)"),
+    FlagChange("--disable-async-output-proc", V("0.11.0"), "nothing"),
+    FlagChange("--max-seq-len-to-capture", V("0.11.0"), "--max-cudagraph-capture-size"),
+    FlagChange("--preemption-mode", V("0.11.0"), "nothing"),
+    FlagChange("--rope-scaling", V("0.11.1"), "--hf-overrides '{\"rope_scaling\": ...}'"),
+    FlagChange("--rope-theta", V("0.11.1"), "--hf-overrides '{\"rope_theta\": ...}'"),
+    FlagChange("--override-pooler-config", V("0.12.0"), "--pooler-config"),
+    FlagChange("--guided-decoding-backend", V("0.12.0"), "--structured-outputs-config"),
+    FlagChange("--cuda-graph-sizes", V("0.13.0"), "--cudagraph-capture-sizes"),
+    FlagChange("--disable-mm-preprocessor-cache", V("0.13.0"), "--mm-processor-cache-gb 0"),
+    FlagChange(
+        "--disable-log-requests",
+        V("0.17.0"),
+        "nothing: requests are not logged by default since 0.10.1",
+        droppable=True,
+    ),
+    FlagChange("--swap-space", V("0.18.0"), "nothing (CPU swap space is gone)"),
+    FlagChange("--disable-frontend-multiprocessing", V("0.19.0"), "nothing"),
+)
 
 
 # --- queries --------------------------------------------------------------------------------
@@ -141,11 +215,34 @@ def reasoning_flags(parser: str, v: Version) -> tuple[str, ...]:
 
 
 def reasoning_field(v: Version) -> str:
+    """The field to read reasoning from (the newer one where a version sends both)."""
     return _pick(REASONING_FIELD, v).value[0]
 
 
-def parsers_in(table: dict[str, Version], v: Version) -> list[str]:
-    return sorted(name for name, since in table.items() if since <= v)
+def reasoning_fields(v: Version) -> tuple[str, ...]:
+    return _pick(REASONING_FIELD, v).value
+
+
+def default_gpu_memory_utilization(v: Version) -> float:
+    return float(_pick(DEFAULT_GPU_MEMORY_UTILIZATION, v).value[0])
+
+
+def parsers_in(table: dict[str, Span], v: Version) -> list[str]:
+    return sorted(name for name, span in table.items() if span.covers(v))
+
+
+def parser_problem(table: dict[str, Span], name: str, v: Version) -> str | None:
+    """Why ``name`` is not a parser in vLLM ``v``, or None."""
+    span = table.get(name)
+    if span is None:
+        return f"unknown parser {name!r} for vLLM {v}; known: {', '.join(parsers_in(table, v))}"
+    if v < span.since:
+        return f"parser {name!r} needs vLLM {span.since} or newer, the stack pins {v}"
+    if span.until is not None and not v < span.until:
+        renamed = [n for n, s in table.items() if s.since == span.until]
+        hint = f" (renamed: try {', '.join(renamed)})" if renamed else ""
+        return f"parser {name!r} was removed in vLLM {span.until}{hint}"
+    return None
 
 
 def check_version(v: Version) -> str | None:
@@ -209,6 +306,20 @@ def translate_legacy(args: tuple[str, ...], kind: str, v: Version) -> Translatio
                     f"(--task is deprecated from {TASK_DEPRECATED} and rejected from "
                     f"{TASK_REMOVED}); the kind field renders it"
                 )
+            continue
+        change = next((c for c in REMOVED_FLAGS if c.flag == name), None)
+        if change is not None and not v < change.removed:
+            has_value = not eq and i + 1 < len(args) and not args[i + 1].startswith("-")
+            if change.droppable:
+                notes.append(
+                    f"{name} dropped: removed in vLLM {change.removed}; use {change.instead}"
+                )
+                i += 2 if has_value and name == "--device" else 1
+                continue
+            errors.append(
+                f"extra_args: {name} was removed in vLLM {change.removed}; use {change.instead}"
+            )
+            i += 1
             continue
         if a == "--enable-reasoning":
             rule = _pick(ENABLE_REASONING, v)

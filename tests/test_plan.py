@@ -327,9 +327,27 @@ def test_parser_on_pooling_service(stack_file):
 
 def test_parser_newer_than_pinned_version(stack_file):
     path = stack_file(
-        {"defaults": {"vllm_version": "0.8.0"}, "services": {"llm": {"reasoning_parser": "qwen3"}}}
+        {"defaults": {"vllm_version": "0.8.5"}, "services": {"llm": {"reasoning_parser": "qwen3"}}}
     )
-    one(plan_problems(path), "parser 'qwen3' needs vLLM 0.8.5 or newer, the stack pins 0.8.0")
+    one(plan_problems(path), "parser 'qwen3' needs vLLM 0.9.0 or newer, the stack pins 0.8.5")
+
+
+def test_renamed_parser(stack_file):
+    path = stack_file({"services": {"llm": {"tool_call_parser": "glm4_moe"}}})
+    one(plan_problems(path), "parser 'glm4_moe' was removed in vLLM 0.10.1 (renamed: try glm45")
+
+
+def test_removed_flag_in_extra_args(stack_file):
+    svc = {"llm": {"extra_args": ["--swap-space", "4"]}}
+    path = stack_file({"defaults": {"vllm_version": "0.18.0"}, "services": svc})
+    one(plan_problems(path), "field 'extra_args'", "--swap-space was removed in vLLM 0.18.0")
+    old = plan_of(stack_file({"defaults": {"vllm_version": "0.17.0"}, "services": svc}, name="old"))
+    assert old.service("llm").engine_args[-2:] == ("--swap-space", "4")
+
+
+def test_default_fraction_follows_version(stack_file):
+    plan = plan_of(stack_file({"defaults": {"vllm_version": "0.20.0"}}))
+    assert plan.service("llm").fraction == 0.92
 
 
 def test_version_too_old(stack_file):

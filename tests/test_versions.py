@@ -40,10 +40,24 @@ def test_reasoning_flags(version, flags):
 
 
 @pytest.mark.parametrize(
-    ("version", "field"), [("0.15.9", "reasoning_content"), ("0.16.0", "reasoning")]
+    ("version", "fields"),
+    [
+        ("0.11.0", ("reasoning_content",)),
+        ("0.11.1", ("reasoning", "reasoning_content")),
+        ("0.15.1", ("reasoning", "reasoning_content")),
+        ("0.16.0", ("reasoning",)),
+    ],
 )
-def test_reasoning_field(version, field):
-    assert vv.reasoning_field(V(version)) == field
+def test_reasoning_field(version, fields):
+    assert vv.reasoning_fields(V(version)) == fields
+    assert vv.reasoning_field(V(version)) == fields[0]
+
+
+def test_droppable_removed_flag_is_dropped_with_note():
+    t = vv.translate_legacy(("--disable-log-requests", "--max-num-seqs", "8"), "chat", V("0.17.0"))
+    assert t.args == ("--max-num-seqs", "8") and "removed in vLLM 0.17.0" in t.notes[0]
+    t = vv.translate_legacy(("--disable-log-requests",), "chat", V("0.16.0"))
+    assert t.args == ("--disable-log-requests",) and not t.notes
 
 
 def test_version_parsing_and_order():
@@ -100,11 +114,17 @@ def test_each_version_renders_its_own_flags(stack_file):
     assert new.service("emb").engine_args[-4:] == ("--runner", "pooling", "--convert", "embed")
     assert "--enable-reasoning" not in new.service("llm").engine_args
     assert old.service("llm").reasoning_field == "reasoning_content"
+    assert new.service("llm").reasoning_field == "reasoning_content"
 
 
-def test_parser_tables_only_grow():
-    for table in (vv.REASONING_PARSERS, vv.TOOL_PARSERS):
-        assert vv.parsers_in(table, vv.OLDEST) == sorted(
-            n for n, s in table.items() if s <= vv.OLDEST
-        )
-        assert set(vv.parsers_in(table, vv.OLDEST)) <= set(vv.parsers_in(table, vv.NEWEST))
+def test_parser_tables_match_released_lists():
+    """Spot checks against the lists read from released vLLM (docs/vllm-versions.md)."""
+    assert vv.parsers_in(vv.REASONING_PARSERS, V("0.8.5")) == ["deepseek_r1", "granite"]
+    assert vv.parsers_in(vv.REASONING_PARSERS, V("0.11.0")) == [
+        "deepseek_r1", "glm45", "granite", "hunyuan_a13b", "mistral", "openai_gptoss", "qwen3",
+        "seed_oss", "step3",
+    ]  # fmt: skip
+    assert len(vv.parsers_in(vv.REASONING_PARSERS, V("0.33.0"))) == 42
+    assert len(vv.parsers_in(vv.TOOL_PARSERS, V("0.33.0"))) == 58
+    assert "minimax" in vv.parsers_in(vv.TOOL_PARSERS, V("0.23.0"))
+    assert "minimax" not in vv.parsers_in(vv.TOOL_PARSERS, V("0.24.0"))
