@@ -9,13 +9,22 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Cause:
     key: str
-    pattern: re.Pattern[str]
+    #: alternatives, most telling first: the first that matches names the log line shown
+    patterns: tuple[re.Pattern[str], ...]
     title: str
     advice: str
 
+    def search(self, log: str) -> re.Match[str] | None:
+        for pattern in self.patterns:
+            m = pattern.search(log)
+            if m:
+                return m
+        return None
+
 
 def _c(key: str, pattern: str, title: str, advice: str) -> Cause:
-    return Cause(key, re.compile(pattern, re.IGNORECASE | re.MULTILINE), title, advice)
+    alternatives = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in pattern.split("|"))
+    return Cause(key, alternatives, title, advice)
 
 
 #: Most specific first: an OOM trace can follow a free-memory warning, not the other way round.
@@ -75,8 +84,8 @@ CAUSES: tuple[Cause, ...] = (
     _c(
         "model_missing",
         r"Repo id must be in the form|is not a local folder and is not a valid model identifier|"
-        r"HFValidationError|does not appear to have a file named config\.json|"
-        r"No such file or directory: '?/models|Invalid repository ID or local directory",
+        r"Invalid repository ID or local directory|No such file or directory: '?/models|"
+        r"does not appear to have a file named config\.json|HFValidationError",
         "model folder missing or not a model",
         "the path given to vllm serve is not a model folder inside the container: check that "
         "defaults.model_root/model exists on the host and holds config.json (`kit doctor`)",
@@ -98,7 +107,7 @@ class Diagnosis:
 
 def diagnose(log: str) -> Diagnosis:
     for cause in CAUSES:
-        m = cause.pattern.search(log)
+        m = cause.search(log)
         if m:
             start = log.rfind("\n", 0, m.start()) + 1
             end = log.find("\n", m.end())

@@ -1,0 +1,32 @@
+"""Each known failure, as real vLLM logs it, gets its own diagnosis and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kit.diagnose import CAUSES, diagnose
+
+LOGS = Path(__file__).parent / "fixtures" / "vllm_logs"
+
+
+@pytest.mark.parametrize("cause", [c.key for c in CAUSES])
+def test_fixture_log_is_recognised(cause):
+    log = (LOGS / f"{cause}.log").read_text()
+    d = diagnose(log)
+    assert d.cause is not None and d.cause.key == cause, d
+    assert d.line and d.line.strip() in log
+    text = d.describe()
+    assert d.cause.title in text and "fix:" in text
+
+
+def test_unknown_log():
+    d = diagnose("INFO starting\nSegmentation fault (core dumped)\n")
+    assert d.cause is None
+    assert "no known cause" in d.describe()
+
+
+def test_free_memory_wins_over_a_later_oom():
+    log = (LOGS / "free_memory.log").read_text() + (LOGS / "oom.log").read_text()
+    assert diagnose(log).cause.key == "free_memory"
