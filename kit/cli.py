@@ -14,7 +14,7 @@ from kit.errors import KitError
 from kit.lint import lint_stack, lint_templates
 from kit.plan import Plan, build_plan
 from kit.render import RenderOptions, render_compose
-from kit.report import console, print_plan
+from kit.report import console, print_plan, relative_path
 from kit.spec import list_stacks, load_stack
 
 
@@ -87,11 +87,12 @@ def lint(stacks: tuple[str, ...]) -> None:
     results = [lint_templates(), *(lint_stack(r) for r in refs)]
     failed = 0
     for res in results:
+        target = relative_path(res.target)
         if res.ok:
-            click.echo(f"ok    {res.target}")
+            click.echo(f"ok    {target}")
         else:
             failed += 1
-            click.echo(f"FAIL  {res.target}")
+            click.echo(f"FAIL  {target}")
             for p in res.problems:
                 click.echo("      " + p.replace("\n", "\n      "))
         for w in res.warnings:

@@ -37,7 +37,7 @@ class LintResult:
 
 def lint_templates(folder: Path | None = None) -> LintResult:
     folder = folder or templates_dir()
-    res = LintResult(f"templates ({folder})")
+    res = LintResult(str(folder))
     env = environment(folder)
     names = sorted(p.name for p in folder.glob("*.j2"))
     if not names:

@@ -22,7 +22,7 @@ def print_plan(out: Console, plan: Plan) -> None:
     stack = plan.stack
     h = stack.host
     out.print(
-        f"stack '{stack.name}' ({_relative(stack.source)}): vLLM {stack.defaults.vllm_version}, "
+        f"stack '{stack.name}' ({relative_path(stack.source)}): vLLM {stack.defaults.vllm_version}, "
         f"{h.gpus} x {h.gpu_model or 'GPU'} {h.gpu_memory_gib:g} GiB, "
         f"headroom {stack.defaults.headroom:.2f}, ports on {stack.defaults.bind_address}",
         style="bold",
@@ -56,7 +56,7 @@ def _indent(text: str, prefix: str) -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-def _relative(path: str) -> str:
+def relative_path(path: str) -> str:
     from pathlib import Path
 
     try:
