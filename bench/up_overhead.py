@@ -31,7 +31,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from dockerutil import free_port  # noqa: E402
-
 from kit import lifecycle  # noqa: E402
 from kit.client import Endpoint, PortClosed  # noqa: E402
 from kit.engine import Project  # noqa: E402
@@ -121,7 +120,9 @@ def main() -> int:
     for k, v in figures.items():
         print(f"  {k:32} {v}")
     ok = figures["kit_lag_after_last_healthy_s"] < 1.0
-    print(f"  target: ready reported within 1 s of the last healthy service: {'met' if ok else 'MISSED'}")
+    print(
+        f"  target: ready reported within 1 s of the last healthy service: {'met' if ok else 'MISSED'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if ok else 1

@@ -158,15 +158,18 @@ class Project:
             return f"(logs unavailable: {_stderr(exc)})"
 
     def visible_devices(self, container_id: str) -> str | None:
-        """NVIDIA_VISIBLE_DEVICES as the container's process sees it. The engine's NVIDIA
-        device driver sets it at start, so it is not in the container's config."""
+        """NVIDIA_VISIBLE_DEVICES as the container's main process sees it. The engine's
+        NVIDIA device driver sets it in the process environment at start, so it is neither
+        in the container's config nor in the environment of ``docker exec``."""
         try:
-            out = self.client.container.execute(
-                container_id, ["printenv", "NVIDIA_VISIBLE_DEVICES"]
-            )
+            raw = self.client.container.execute(container_id, ["cat", "/proc/1/environ"])
         except DockerException:
             return None
-        return str(out).strip() or None
+        for item in str(raw).split("\0"):
+            key, _, value = item.partition("=")
+            if key == "NVIDIA_VISIBLE_DEVICES":
+                return value.strip()
+        return None
 
     def _run(self, what: str, fn) -> None:  # type: ignore[no-untyped-def]
         try:
