@@ -11,11 +11,10 @@ STACK ?= source-notes
 DOUBLE_IMAGE ?= kit-engine-double:dev
 
 .PHONY: venv render plan lint fmt engine double-image test test-unit stack-up stack-down \
-        stack-status smoke demo bench clean
+        stack-status smoke demo bench-up clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip >/dev/null
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
@@ -66,6 +65,9 @@ smoke: venv
 # SIMULATION: the whole loop on the engine double, for machines without GPUs
 demo: engine double-image
 	$(KIT) demo --image $(DOUBLE_IMAGE)
+
+bench-up: double-image
+	$(VENV)/bin/python bench/up_overhead.py --load 10
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -13,6 +13,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 HOOK_DIR="${KIT_FAKE_HOOK_DIR:-/opt/kit-fake-nvidia/bin}"
 LOG="${KIT_DOCKERD_LOG:-/var/log/kit-dockerd.log}"
 

@@ -161,3 +161,31 @@ def test_startup_failures_are_diagnosed(sim_stack, docker_engine, cause, title):
         lifecycle.up(plan, project)
     assert title in str(info.value)
     assert project_containers(plan.stack.name) == []
+
+
+def test_ctrl_c_during_up_removes_what_it_started(sim_stack, docker_engine, state_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dockerutil import project_containers
+
+    path = sim_stack(env={"llm": {"KIT_DOUBLE_LOAD_SECONDS": "60"}})
+    name = path.stem
+    env = {**os.environ, "KIT_STATE_DIR": str(state_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kit", "up", str(path), "--image", docker_engine],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not project_containers(name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert project_containers(name), "kit up never started a container"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "interrupted" in out and "removed what was started" in out
+    assert project_containers(name) == []
