@@ -1157,6 +1157,12 @@ class Double:
     # ------------------------------------------------------------------ HTTP connection
     async def handle_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.add(writer)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # like uvicorn: without it, Nagle holds each streamed token until the client's
+            # delayed ACK (up to 40 ms), and tokens arrive in bursts on reused connections
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = writer.get_extra_info("peername")
         try:
             while True:

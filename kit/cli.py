@@ -269,6 +269,168 @@ def demo(ctx: click.Context, image: str, stack: str, keep: bool) -> None:
     out.rule("[bold yellow]end of SIMULATION[/]")
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of whole numbers"
+        ) from None
+    if not vals or min(vals) < 1:
+        raise click.BadParameter(f"{text!r}: give whole numbers of at least 1, e.g. 1,8,32")
+    return vals
+
+
+@cli.command()
+@click.argument("stack")
+@click.argument("service", required=False)
+@click.option(
+    "-p",
+    "--parallel",
+    default="32",
+    show_default=True,
+    metavar="N[,N...]",
+    help="Requests in flight; a list makes a sweep (paired with --number).",
+)
+@click.option(
+    "-n",
+    "--number",
+    default="200",
+    show_default=True,
+    metavar="N[,N...]",
+    help="Requests per run; a list makes a sweep.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    help="Poisson arrivals at this many requests/s (default: as fast as --parallel allows).",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=True,
+    show_default=True,
+    help="Stream chat/completions (needed for TTFT/ITL).",
+)
+@click.option(
+    "--api",
+    type=click.Choice(["chat", "completions", "embeddings", "rerank"]),
+    help="Default: chat, embeddings or rerank by the service's kind.",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["synthetic", "openqa", "messages"]),
+    default="synthetic",
+    show_default=True,
+)
+@click.option(
+    "--dataset-path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL: openqa lines with a 'question', or messages lines.",
+)
+@click.option(
+    "--prompt-tokens", type=int, default=128, show_default=True, help="Words per synthetic prompt."
+)
+@click.option(
+    "--min-prompt-length", type=int, default=0, help="Drop prompts shorter than this (characters)."
+)
+@click.option("--max-prompt-length", type=int, help="Drop prompts longer than this (characters).")
+@click.option("--max-tokens", type=int, default=128, show_default=True)
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--ignore-eos", is_flag=True, help="Ask vLLM to generate exactly --max-tokens.")
+@click.option(
+    "--documents", type=int, default=8, show_default=True, help="Documents per rerank request."
+)
+@click.option(
+    "--read-timeout",
+    type=float,
+    default=1200.0,
+    show_default=True,
+    help="Seconds without data before a request fails.",
+)
+@click.option(
+    "--warmup",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Requests sent first and left out of the figures.",
+)
+@click.option(
+    "--mix",
+    metavar="NAME=P,...",
+    help="Drive several services at once, e.g. chat=8,embed=4,rerank=4.",
+)
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="With --mix: run each service alone first, to show the slowdown.",
+)
+@click.option(
+    "--max-failure-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Exit non-zero when a run's failure rate is above this.",
+)
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+)
+@click.option("--no-plots", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def bench(stack: str, service: str | None, parallel: str, number: str, rate: float | None,
+          stream: bool, api: str | None, dataset: str, dataset_path: Path | None,
+          prompt_tokens: int, min_prompt_length: int, max_prompt_length: int | None,
+          max_tokens: int, stop: tuple[str, ...], ignore_eos: bool, documents: int,
+          read_timeout: float, warmup: int, mix: str | None, baseline: bool,
+          max_failure_rate: float, results_dir: Path, no_plots: bool, seed: int) -> None:  # fmt: skip
+    """Load-test SERVICE of STACK (chat, embed or rerank), or several services with --mix."""
+    from kit import bench as b
+    from kit.errors import CheckFailed
+    from kit.report import BenchProgress, bench_table
+    from kit.workload import WorkloadSpec
+
+    plan = build_plan(load_stack(stack))
+    opts = b.BenchOptions(
+        pairs=b.parse_pairs(_ints(parallel), _ints(number)),
+        rate=rate, warmup=warmup, read_timeout=read_timeout,
+        max_failure_rate=max_failure_rate, results_dir=results_dir, plots=not no_plots, api=api,
+        workload=WorkloadSpec(
+            api="chat", dataset=dataset, dataset_path=dataset_path, prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens, stream=stream, stop=stop, ignore_eos=ignore_eos,
+            min_prompt_length=min_prompt_length, max_prompt_length=max_prompt_length,
+            documents=documents, seed=seed,
+        ),
+    )  # fmt: skip
+    mix_map = b.parse_mix(mix, plan) if mix else None
+    if baseline and not mix_map:
+        raise KitError("--baseline goes with --mix")
+    out = console()
+    with BenchProgress(out) as progress:
+        result = b.run_bench(plan, service, opts, mix=mix_map, baseline=baseline, progress=progress)
+    out.print(bench_table(result))
+    for r in result.runs:
+        from kit.loadgen import error_summary
+
+        errors = error_summary(r.records)
+        if errors:
+            out.print(
+                f"{r.spec.label}: {r.summary['failed']} failed; first errors:", style="bold red"
+            )
+            for e in errors:
+                out.print(f"  {e[:500]}", markup=False, soft_wrap=True)
+    out.print(f"results: {relative_path(str(result.folder))}", soft_wrap=True)
+    bad = result.failed_runs(opts.max_failure_rate)
+    if bad:
+        worst = max(r.summary["failure_rate"] for r in bad)
+        raise CheckFailed(
+            f"bench: failure rate {worst:.2%} above --max-failure-rate {opts.max_failure_rate:.2%} "
+            f"in {', '.join(r.spec.label for r in bad)}"
+        )
+
+
 def main() -> None:
     cli(prog_name="kit")
 

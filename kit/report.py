@@ -130,3 +130,100 @@ def findings_table(findings: list) -> Table:  # type: ignore[type-arg]
     for f in findings:
         t.add_row(f.check, f"[{style[f.status]}]{f.status}[/]", f.message, f.fix)
     return t
+
+
+class BenchProgress:
+    """A :data:`kit.bench.ProgressFn`: a live bar per run on a terminal, else a line every 5 s."""
+
+    def __init__(self, out: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.out = out
+        self.live = out.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7.1f} req/s  {task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=out,
+            disable=not self.live,
+        )
+        self.tasks: dict[str, int] = {}
+        self.last_line = 0.0
+
+    def __enter__(self) -> BenchProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, states: dict, elapsed: float) -> None:  # type: ignore[type-arg]
+        rate = {k: (st.done / elapsed if elapsed > 0 else 0.0) for k, st in states.items()}
+        if self.live:
+            for label, st in states.items():
+                if label not in self.tasks:
+                    self.tasks[label] = self.progress.add_task(
+                        label, total=st.total, rate=0.0, failed=0
+                    )
+                self.progress.update(
+                    self.tasks[label], completed=st.done, rate=rate[label], failed=st.failed
+                )
+            return
+        finished = all(st.done >= st.total for st in states.values())
+        if elapsed - self.last_line >= 5.0 or finished:
+            self.last_line = elapsed if not finished else float("inf")
+            parts = ", ".join(
+                f"{k}: {st.done}/{st.total} done, {st.failed} failed, {rate[k]:.1f} req/s"
+                for k, st in states.items()
+            )
+            self.out.print(f"[{elapsed:6.1f}s] {parts}", markup=False, soft_wrap=True)
+
+
+def bench_table(result) -> Table:  # type: ignore[no-untyped-def]
+    """Figures side by side, one column per run."""
+    t = Table(title=f"kit bench ({result.stage})", box=box.SIMPLE_HEAD, title_justify="left")
+    t.add_column("metric")
+    for r in result.runs:
+        t.add_column(r.spec.label, justify="right")
+
+    def row(name: str, get) -> None:  # type: ignore[no-untyped-def]
+        vals = [get(r.summary) for r in result.runs]
+        if any(v is not None for v in vals):
+            t.add_row(name, *["-" if v is None else v for v in vals])
+
+    def num(key: str, fmt: str = "{:.1f}"):  # type: ignore[no-untyped-def]
+        return lambda s: None if s.get(key) is None else fmt.format(s[key])
+
+    def pct(key: str, p: str):  # type: ignore[no-untyped-def]
+        return lambda s: None if not s.get(key) else f"{s[key][p]:.1f}"
+
+    row("service", lambda s: None)
+    t.add_row(
+        "service / parallel", *[f"{r.spec.service.name} / {r.spec.parallel}" for r in result.runs]
+    )
+    row("requests ok / failed", lambda s: f"{s['completed']} / {s['failed']}")
+    row("duration s", num("duration_s", "{:.2f}"))
+    row("requests/s", num("request_throughput"))
+    row("output tokens/s", num("output_throughput"))
+    row("total tokens/s", num("total_token_throughput"))
+    row("input tokens/s", num("input_token_throughput"))
+    for key, label in (
+        ("ttft_ms", "TTFT ms"),
+        ("tpot_ms", "TPOT ms"),
+        ("itl_ms", "ITL ms"),
+        ("e2e_ms", "E2E ms"),
+    ):
+        for p in ("mean", "p50", "p90", "p95", "p99"):
+            row(f"{label} {p}", pct(key, p))
+    row("token counts from", lambda s: s.get("token_count_source"))
+    return t

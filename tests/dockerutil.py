@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 
+from doubleutil import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "project_containers", "project_networks"]
 
 
 def project_containers(name: str) -> list[str]:
