@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import signal
+from typing import ClassVar
 
 MODEL = "instant"
 
@@ -28,7 +29,12 @@ def _chunked(events: list[bytes]) -> bytes:
 
 
 def build_responses(tokens: int, model: str) -> dict[str, bytes]:
-    head = {"id": "chatcmpl-instant", "object": "chat.completion.chunk", "created": 0, "model": model}
+    head = {
+        "id": "chatcmpl-instant",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+    }
 
     def sse(obj: object) -> bytes:
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
@@ -88,7 +94,7 @@ def build_responses(tokens: int, model: str) -> dict[str, bytes]:
 
 
 class Instant(asyncio.Protocol):
-    responses: dict[str, bytes] = {}
+    responses: ClassVar[dict[str, bytes]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport  # type: ignore[assignment]
@@ -104,7 +110,9 @@ class Instant(asyncio.Protocol):
             length = 0
             i = head.lower().find(b"content-length:")
             if i >= 0:
-                length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+                length = int(
+                    head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]
+                )
             if len(self.buf) < end + 4 + length:
                 return
             body = self.buf[end + 4 : end + 4 + length]
