@@ -97,7 +97,9 @@ async def _plain_aiohttp(url: str, n: int) -> tuple[int, float]:
             nonlocal done, nxt
             while nxt < n:
                 nxt += 1
-                async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                async with s.post(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                ) as r:
                     async for _ in r.content:
                         pass
                     done += r.status == 200
@@ -144,7 +146,12 @@ def run_evalscope(port: int, n: int, tmp: Path) -> dict[str, float] | None:
 
     out = tmp / "evalscope-out"
     cmd = evalscope_command(str(EVALSCOPE), port, n, PARALLEL, TOKENS, tmp, out)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MODELSCOPE_OFFLINE": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, check=False)
     return parse_evalscope(proc, out, n)
 
@@ -178,7 +185,9 @@ def main() -> int:
         if f is None:
             print(f"  {name:24} {'(not installed: bash bench/setup_evalscope.sh)':>34}")
             continue
-        print(f"  {name:24} {f['rps']:9.0f} {int(f['ok']):>6}/{int(f['failed']):<5} {kit / f['rps']:11.2f}")
+        print(
+            f"  {name:24} {f['rps']:9.0f} {int(f['ok']):>6}/{int(f['failed']):<5} {kit / f['rps']:11.2f}"
+        )
     ok = kit >= TARGET_RPS
     print(f"  target: kit bench >= {TARGET_RPS:.0f} req/s: {'met' if ok else 'MISSED'}"
           + (f"; kit / evalscope = {kit / evs['rps']:.2f}" if evs else ""))  # fmt: skip

@@ -133,11 +133,15 @@ def errors_path_for(output: Path) -> Path:
 # --- reading the input ------------------------------------------------------------------------
 
 
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
 def _kind_mismatch(url: str, kind: str, service: ServicePlan) -> str:
     serves = ", ".join(URLS_BY_KIND[service.kind])
     return (
-        f"url {url} is a {kind} request, but service '{service.name}' is a {service.kind} "
-        f"service (it serves {serves}); send {kind} requests to a {kind} service of the stack"
+        f"url {url} is {_a(kind)} request, but service '{service.name}' is {_a(service.kind)} "
+        f"service (it serves {serves}); send {kind} requests to {_a(kind)} service of the stack"
     )
 
 
@@ -279,6 +283,8 @@ def is_retryable_line(obj: dict[str, Any]) -> bool:
     err = obj.get("error")
     if err is None:
         return False
+    if isinstance(err, dict) and err.get("code") in TRANSPORT_CODES:
+        return True
     resp = obj.get("response")
     status = resp.get("status_code") if isinstance(resp, dict) else None
     if not isinstance(status, int):
@@ -303,6 +309,16 @@ class ResumeState:
     dropped_redo: int = 0
     dropped_duplicates: int = 0
     dropped_truncated: bool = False
+    #: (size, mtime) of OUTPUT when read; None: it did not exist
+    stamp: tuple[int, int] | None = None
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _output_problem(path: Path, line: int, what: str) -> KitError:
@@ -322,11 +338,11 @@ def _rank(obj: dict[str, Any], retry_failed: bool) -> int:
 
 def read_output(path: Path, *, retry_failed: bool = False) -> ResumeState:
     """Classify an existing OUTPUT's lines; decide which to keep. Reads only."""
-    state = ResumeState()
-    if not path.exists():
+    state = ResumeState(stamp=file_stamp(path))
+    if state.stamp is None:
         return state
     best: dict[str, tuple[int, int]] = {}  # custom_id -> (rank, line index)
-    complete = 0
+    complete = blank = 0
     with path.open("rb") as f:
         for idx, raw in enumerate(f):
             if not raw.endswith(b"\n"):
@@ -334,6 +350,7 @@ def read_output(path: Path, *, retry_failed: bool = False) -> ResumeState:
                 break
             complete += 1
             if not raw.strip():
+                blank += 1
                 continue
             try:
                 obj = json.loads(raw)
@@ -354,7 +371,7 @@ def read_output(path: Path, *, retry_failed: bool = False) -> ResumeState:
         else:
             state.dropped_redo += 1
     keep = sorted(idx for rank, idx in best.values() if rank != _REDO)
-    state.dropped_duplicates = complete - len(keep) - state.dropped_redo
+    state.dropped_duplicates = complete - blank - len(keep) - state.dropped_redo
     if len(keep) != complete or state.dropped_truncated:
         state.keep = keep
     return state
@@ -410,16 +427,17 @@ def output_lock(output: Path) -> Iterator[None]:
     lock = output.with_name(f".{output.name}.lock")
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KitError(
-                f"another kit batch is writing {output}",
-                hint="wait for it to finish (or stop it), or choose another -o OUTPUT",
-            ) from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise KitError(
+            f"another kit batch is writing {output}",
+            hint="wait for it to finish (or stop it), or choose another -o OUTPUT",
+        ) from None
+    try:
         yield
-        lock.unlink(missing_ok=True)
     finally:
+        lock.unlink(missing_ok=True)
         os.close(fd)
 
 
@@ -494,6 +512,8 @@ def prepare_batch(
         raise KitError(f"input file {input_path} not found")
     if input_path.resolve() == output.resolve():
         raise KitError("-o OUTPUT is the input file; choose another output path")
+    if not output.parent.is_dir():
+        raise KitError(f"folder {output.parent} of -o OUTPUT does not exist; create it first")
     scan = scan_input(input_path, service)
     if not scan.requests and not scan.invalid:
         raise KitError(f"{input_path} has no requests: expected one JSON request per line")
@@ -802,6 +822,11 @@ async def run_batch_async(
     summary = summary or new_summary(job)
     t0 = time.monotonic()
     with output_lock(job.output):
+        if file_stamp(job.output) != job.resume.stamp:
+            raise KitError(
+                f"{job.output} changed after it was read (another kit batch?)",
+                hint="run the command again: it reads the file anew",
+            )
         if job.resume.keep is not None:
             rewrite_output(job.output, job.resume.keep)
         write_errors_file(job.errors_path, job.scan.invalid)

@@ -431,6 +431,11 @@ def bench(stack: str, service: str | None, parallel: str, number: str, rate: flo
         )
 
 
+from kit.cli_batch import batch_command  # noqa: E402  (registered after the group exists)
+
+cli.add_command(batch_command)
+
+
 def main() -> None:
     cli(prog_name="kit")
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,10 +21,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from doubleutil import ROOT, Double, double_env, free_port, write_model
 from kit.batch import (
     BatchOptions,
     errors_path_for,
     new_summary,
+    output_lock,
     prepare_batch,
     read_output,
     run_batch,
@@ -39,65 +39,20 @@ from kit.plan import Plan, build_plan
 from kit.spec import load_stack
 from stackutil import BASE_STACK
 
-ROOT = Path(__file__).resolve().parents[1]
-DOUBLE = ROOT / "engine_double" / "vllm_double.py"
 FAST = BatchOptions(backoff_initial=0.01, backoff_max=0.05, timeout=10)
 
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited {proc.returncode}: {proc.communicate()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise AssertionError(f"port {port} never opened")
-
-
-class Double:
-    """The engine double as a subprocess on a free port."""
-
-    def __init__(self, model_dir: Path, name: str, *args: str, **env: str) -> None:
-        self.port = free_port()
-        self.name = name
-        full_env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("KIT_DOUBLE_", "VLLM_"))
-        }
-        full_env.update(KIT_DOUBLE_LOAD_SECONDS="0", **env)
-        cmd = [sys.executable, str(DOUBLE), "serve", str(model_dir), "--served-model-name", name]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(
-            cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_port(self.port, self.proc)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def start_double(model: Path, name: str, *args: str, **env: str) -> Double:
+    """The engine double serving ``name``, ready (port open), with no load delay."""
+    env = {"KIT_DOUBLE_LOAD_SECONDS": "0", **env}
+    return Double(model, "--served-model-name", name, *args, env=double_env(**env)).wait_ready()
 
 
 def model_dir(root: Path, name: str, arch: str) -> Path:
-    d = root / name
-    d.mkdir(parents=True, exist_ok=True)
-    cfg = {"architectures": [arch], "num_attention_heads": 8, "hidden_size": 32}
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
+    return write_model(root, name, architectures=[arch], num_attention_heads=8, hidden_size=32)
 
 
 def make_plan(
@@ -196,16 +151,26 @@ class FlakyServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(5)
         self.thread.join(5)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._conn, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._conn, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
         self.ready.set()
         self.loop.run_forever()
-        server.close()
+        self.loop.close()
+
+    async def _shutdown(self) -> None:
+        """Close the listener and every open connection, then stop the loop."""
+        self.server.close()
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        self.loop.call_soon(self.loop.stop)
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -285,11 +250,11 @@ def flaky(tmp_path: Path) -> Iterator[Callable[[Behave], tuple[FlakyServer, Plan
 def doubles(tmp_path_factory) -> Iterator[dict[str, Double]]:
     root = tmp_path_factory.mktemp("models")
     made = {
-        "llm": Double(model_dir(root, "llm", "Qwen3ForCausalLM"), "llm"),
-        "emb": Double(
+        "llm": start_double(model_dir(root, "llm", "Qwen3ForCausalLM"), "llm"),
+        "emb": start_double(
             model_dir(root, "emb", "BertModel"), "emb", "--runner", "pooling", "--convert", "embed"
         ),
-        "rr": Double(
+        "rr": start_double(
             model_dir(root, "rr", "XLMRobertaModel"),
             "rr",
             "--runner",
@@ -311,15 +276,11 @@ def stack(tmp_path: Path, doubles: dict[str, Double]) -> tuple[Plan, Path]:
     return make_plan(tmp_path, {n: (kinds[n], d.port) for n, d in doubles.items()})
 
 
-def direct(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    import http.client
-
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        return json.loads(c.getresponse().read())
-    finally:
-        c.close()
+def direct(double: Double, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The double's answer to ``body`` sent straight to it (no kit in between)."""
+    status, answer = double.post_json(path, body)
+    assert status == 200, answer
+    return answer
 
 
 # --- tests: the double ------------------------------------------------------------------------
@@ -348,7 +309,7 @@ def test_chat_lines_get_output_lines_in_vllm_batch_shape(tmp_path, stack, double
         assert resp["status_code"] == 200 and resp["request_id"].startswith("req_")
         assert resp["body"]["object"] == "chat.completion" and resp["body"]["model"] == "llm"
         # the answer is the one for this line's own prompt
-        expect = direct(doubles["llm"].port, r["url"], {**r["body"], "model": "llm"})
+        expect = direct(doubles["llm"], r["url"], {**r["body"], "model": "llm"})
         assert resp["body"]["choices"][0]["message"] == expect["choices"][0]["message"]
     assert (summary.done, summary.failed, summary.skipped, summary.invalid) == (15, 0, 0, 0)
     assert summary.ok and not errors_path_for(out).exists()
@@ -365,7 +326,7 @@ def test_embeddings_map_to_their_own_custom_id(tmp_path, stack, doubles):
     got = by_id(read_jsonl(out))
     for i, t in enumerate(texts):
         vec = got[f"e{i}"]["response"]["body"]["data"][0]["embedding"]
-        want = direct(doubles["emb"].port, "/v1/embeddings", {"input": t})["data"][0]["embedding"]
+        want = direct(doubles["emb"], "/v1/embeddings", {"input": t})["data"][0]["embedding"]
         assert vec == want
     assert len(got["batch-of-2"]["response"]["body"]["data"]) == 2
     assert summary.done == 21
@@ -389,7 +350,7 @@ def test_rerank_and_score_urls(tmp_path, stack, doubles):
     got = by_id(read_jsonl(out))
     for url in ("/v1/rerank", "/rerank", "/v2/rerank"):
         results = got[f"r-{url}"]["response"]["body"]["results"]
-        want = direct(doubles["rr"].port, url, rows[0]["body"])["results"]
+        want = direct(doubles["rr"], url, rows[0]["body"])["results"]
         assert [(r["index"], r["relevance_score"]) for r in results] == [
             (r["index"], r["relevance_score"]) for r in want
         ]
@@ -434,7 +395,7 @@ def test_bad_lines_are_reported_with_line_numbers_and_the_rest_runs(tmp_path, st
     assert "body must be a JSON object" in msgs[8]
     assert msgs[9] == (
         "line 9: custom_id 'chat-on-embed': url /v1/chat/completions is a chat request, but "
-        "service 'emb' is a embed service (it serves /v1/embeddings); send chat requests to a "
+        "service 'emb' is an embed service (it serves /v1/embeddings); send chat requests to a "
         "chat service of the stack"
     )
     assert "line 9: custom_id 'chat-on-embed'" in res.stdout  # listed in the summary too
@@ -457,7 +418,7 @@ def test_bad_lines_are_reported_with_line_numbers_and_the_rest_runs(tmp_path, st
 
 def test_resume_after_cancel_and_truncated_line_gives_each_id_once(tmp_path):
     model = model_dir(tmp_path, "slow", "Qwen3ForCausalLM")
-    slow = Double(model, "slow", KIT_DOUBLE_TOKEN_DELAY_MS="25")
+    slow = start_double(model, "slow", KIT_DOUBLE_TOKEN_DELAY_MS="25")
     try:
         plan, _ = make_plan(tmp_path, {"slow": ("chat", slow.port)})
         rows = [chat_req(f"id{i}", f"prompt {i}", max_tokens=4) for i in range(40)]
@@ -498,7 +459,7 @@ def test_resume_after_cancel_and_truncated_line_gives_each_id_once(tmp_path):
 
 def test_ctrl_c_leaves_a_valid_file_and_the_same_command_resumes(tmp_path):
     model = model_dir(tmp_path, "slow", "Qwen3ForCausalLM")
-    slow = Double(model, "slow", KIT_DOUBLE_TOKEN_DELAY_MS="25")
+    slow = start_double(model, "slow", KIT_DOUBLE_TOKEN_DELAY_MS="25")
     try:
         _, stack_path = make_plan(tmp_path, {"slow": ("chat", slow.port)})
         rows = [chat_req(f"id{i}", f"prompt {i}", max_tokens=4) for i in range(40)]
@@ -540,7 +501,7 @@ def test_ctrl_c_leaves_a_valid_file_and_the_same_command_resumes(tmp_path):
 def test_api_key_is_sent_and_never_printed(tmp_path):
     model = model_dir(tmp_path, "emb", "BertModel")
     key = "sk-very-secret-123"
-    d = Double(model, "emb", "--runner", "pooling", "--convert", "embed", "--api-key", key)
+    d = start_double(model, "emb", "--runner", "pooling", "--convert", "embed", "--api-key", key)
     try:
         _, path = make_plan(tmp_path, {"emb": ("embed", d.port)}, api_key=key)
         inp = write_jsonl(tmp_path / "in.jsonl", [embed_req(f"k{i}", "x") for i in range(3)])
@@ -563,7 +524,9 @@ def test_api_key_is_sent_and_never_printed(tmp_path):
 
 def test_service_down_or_503_fails_fast_with_what_to_do(tmp_path):
     model = model_dir(tmp_path, "emb", "BertModel")
-    d = Double(model, "emb", "--runner", "pooling", "--convert", "embed", KIT_DOUBLE_HTTP_503="1")
+    d = start_double(
+        model, "emb", "--runner", "pooling", "--convert", "embed", KIT_DOUBLE_HTTP_503="1"
+    )
     try:
         plan, _ = make_plan(tmp_path, {"emb": ("embed", d.port), "gone": ("embed", free_port())})
         inp = write_jsonl(tmp_path / "in.jsonl", [embed_req("a", "x")])
@@ -628,28 +591,37 @@ def test_4xx_is_recorded_at_once_never_retried(tmp_path, flaky):
             return 400, {"error": {"message": "input too long", "type": "BadRequestError"}}, {}, 0
         if body["input"] == "missing":
             return 404, {"detail": "Not Found"}, {}, 0
+        if body["input"] == "wrong-runner":  # vLLM 0.11: HTTP 200 with an error body (#21704)
+            err = {"message": "The model does not support Embeddings API", "code": 400}
+            return 200, {"error": {**err, "type": "BadRequestError", "param": None}}, {}, 0
         return ok_answer(body)
 
     srv, plan = flaky(behave)
-    inp = write_jsonl(tmp_path / "in.jsonl", [embed_req(k, k) for k in ("bad", "missing", "good")])
+    keys = ("bad", "missing", "wrong-runner", "good")
+    inp = write_jsonl(tmp_path / "in.jsonl", [embed_req(k, k) for k in keys])
     out = tmp_path / "out.jsonl"
     _, summary = batch(plan, "emb", inp, out)
     got = by_id(read_jsonl(out))
-    assert srv.attempts == {"bad": 1, "missing": 1, "good": 1} and summary.retries == 0
+    assert srv.attempts == dict.fromkeys(keys, 1) and summary.retries == 0
     bad = got["bad"]
     assert bad["error"] == {"code": "http_400", "message": "input too long"}
     assert bad["response"]["status_code"] == 400
     assert bad["response"]["body"]["error"]["type"] == "BadRequestError"
     assert got["missing"]["error"] == {"code": "http_404", "message": "Not Found"}
-    assert (summary.done, summary.failed, summary.ok) == (1, 2, False)
+    wrong = got["wrong-runner"]
+    assert wrong["error"]["code"] == "http_400" and wrong["response"]["status_code"] == 400
+    assert wrong["error"]["message"] == (
+        "The model does not support Embeddings API (HTTP 200 with an error body)"
+    )
+    assert (summary.done, summary.failed, summary.ok) == (1, 3, False)
 
     # resume: refused lines are kept, not resent; --retry-failed resends them
     _, again = batch(plan, "emb", inp, out)
-    assert srv.attempts == {"bad": 1, "missing": 1, "good": 1}
-    assert (again.skipped, again.failed_before, again.ok) == (1, 2, False)
+    assert srv.attempts == dict.fromkeys(keys, 1)
+    assert (again.skipped, again.failed_before, again.ok) == (1, 3, False)
     _, again = batch(plan, "emb", inp, out, BatchOptions(retry_failed=True))
-    assert srv.attempts == {"bad": 2, "missing": 2, "good": 1}
-    assert set(by_id(read_jsonl(out))) == {"bad", "missing", "good"}
+    assert srv.attempts == {"bad": 2, "missing": 2, "wrong-runner": 2, "good": 1}
+    assert set(by_id(read_jsonl(out))) == set(keys)
 
 
 def test_exhausted_retries_are_recorded_then_retried_on_resume(tmp_path, flaky):
@@ -731,3 +703,59 @@ def test_new_summary_counts_before_any_request(tmp_path, stack):
     job = prepare_batch(plan, "emb", inp, tmp_path / "out.jsonl")
     s = new_summary(job)
     assert (s.requests, s.invalid, s.not_run) == (1, 1, 1)
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path, flaky):
+    srv, plan = flaky(lambda p, body, a: ok_answer(body))
+    inp = write_jsonl(tmp_path / "in.jsonl", [embed_req("a", "x")])
+    out = tmp_path / "out.jsonl"
+    with output_lock(out), pytest.raises(KitError, match=f"another kit batch is writing {out}"):
+        batch(plan, "emb", inp, out)
+    assert not srv.attempts
+    batch(plan, "emb", inp, out)
+    assert srv.attempts == {"x": 1} and not (tmp_path / ".out.jsonl.lock").exists()
+
+    # prepared, then someone else wrote OUTPUT: refused instead of rewriting a stale view
+    write_jsonl(inp, [embed_req("a", "x"), embed_req("b", "y")])
+    job = prepare_batch(plan, "emb", inp, out, FAST)
+    with out.open("a") as f:
+        f.write(json.dumps({"custom_id": "b", "response": {"status_code": 200}, "error": None}))
+        f.write("\n")
+    with pytest.raises(KitError, match="changed after it was read"):
+        run_batch(job)
+    assert srv.attempts == {"x": 1}
+
+
+def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import kit.cli_batch as cb
+
+    buf = io.StringIO()
+    term = cb.BatchProgress(Console(file=buf, force_terminal=True, width=120), "emb (emb)")
+    term.start(4)
+    for ok in (True, True, False):
+        term.advance(ok)
+    term.stop()
+    text = buf.getvalue()
+    assert "emb (emb)" in text and "3/4" in text and "1 failed" in text and "ETA" in text
+
+    monkeypatch.setattr(cb, "HEARTBEAT_S", 0.0)
+    buf = io.StringIO()
+    plain = cb.BatchProgress(Console(file=buf, force_terminal=False), "emb (emb)")
+    plain.start(4)
+    plain.advance(True)
+    plain.advance(False)
+    plain.stop()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and "\x1b" not in buf.getvalue()
+    assert "emb (emb): 2/4 (1 failed)" in lines[-1] and "/s, ETA " in lines[-1]
+
+    buf = io.StringIO()
+    quiet = cb.BatchProgress(Console(file=buf, force_terminal=True), "x", quiet=True)
+    quiet.start(1)
+    quiet.advance(True)
+    quiet.stop()
+    assert buf.getvalue() == ""
