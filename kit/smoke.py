@@ -116,14 +116,20 @@ def check_models(ep: Endpoint, s: ServicePlan) -> str:
     return f"lists {s.served_name}"
 
 
-def check_chat(ep: Endpoint, s: ServicePlan, max_tokens: int) -> str:
-    body = {
+def _chat_body(s: ServicePlan, max_tokens: int, *, stream: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "model": s.served_name,
         "messages": [{"role": "user", "content": CHAT_PROMPT}],
         "max_tokens": max_tokens,
         "temperature": 0,
     }
-    data = _ok_json(ep.post("/v1/chat/completions", body))
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return body
+
+
+def check_chat(ep: Endpoint, s: ServicePlan, max_tokens: int) -> str:
+    data = _ok_json(ep.post("/v1/chat/completions", _chat_body(s, max_tokens, stream=False)))
     choices = data.get("choices") or []
     _ensure(len(choices) == 1, f"expected 1 choice, got {len(choices)}")
     msg = choices[0].get("message") or {}
@@ -140,14 +146,7 @@ def check_chat(ep: Endpoint, s: ServicePlan, max_tokens: int) -> str:
 
 
 def check_chat_stream(ep: Endpoint, s: ServicePlan, max_tokens: int) -> str:
-    body = {
-        "model": s.served_name,
-        "messages": [{"role": "user", "content": CHAT_PROMPT}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    body = _chat_body(s, max_tokens, stream=True)
     chunks = 0
     ttft = None
     done_last = False

@@ -3,10 +3,53 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from doubleutil import free_port
 
-__all__ = ["free_port", "project_containers", "project_networks"]
+REPO = Path(__file__).resolve().parent.parent
+SIM = REPO / "stacks" / "sim-demo.yaml"
+SIM_MODELS = REPO / "stacks" / "sim-models"
+
+__all__ = ["compose_down", "free_port", "project_containers", "project_networks", "write_sim_stack"]
+
+
+def write_sim_stack(
+    folder: Path,
+    *,
+    env: dict[str, dict[str, str]] | None = None,
+    patch: dict[str, dict[str, Any]] | None = None,
+    defaults: dict[str, Any] | None = None,
+    only: tuple[str, ...] | None = None,
+) -> Path:
+    """The shipped simulation stack under a unique name and free ports, with per-service env
+    and field tweaks, extra defaults, or a subset of its services."""
+    data = yaml.safe_load(SIM.read_text())
+    name = f"kit-test-{uuid.uuid4().hex[:8]}"
+    data["defaults"]["model_root"] = str(SIM_MODELS)
+    data["defaults"].update(defaults or {})
+    if only is not None:
+        data["services"] = {k: v for k, v in data["services"].items() if k in only}
+    for svc_name, svc in data["services"].items():
+        svc["port"] = free_port()
+        svc.setdefault("env", {}).update((env or {}).get(svc_name, {}))
+        svc.update((patch or {}).get(svc_name, {}))
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def compose_down(name: str) -> None:
+    """Remove a test project whatever state it is in (cleanup after failures)."""
+    subprocess.run(
+        ["docker", "compose", "-p", name, "down", "--remove-orphans", "-t", "1"],
+        capture_output=True,
+        check=False,
+    )
 
 
 def project_containers(name: str) -> list[str]:

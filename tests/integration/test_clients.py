@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,20 +27,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
-from dockerutil import free_port
+from dockerutil import SIM_MODELS, compose_down, write_sim_stack
 from kit import lifecycle
 from kit.client import endpoint_for
 from kit.engine import Project
 from kit.plan import Plan, build_plan
 from kit.render import RenderOptions
 from kit.spec import load_stack
-
-REPO = Path(__file__).resolve().parents[2]
-SIM = REPO / "stacks" / "sim-demo.yaml"
-SIM_MODELS = REPO / "stacks" / "sim-models"
 
 CHAT, EMBED, RERANK = "sim-qwen3-8b", "sim-embed", "sim-rerank"
 TIMEOUT = 10.0  # seconds, for every client: a hung server fails a test quickly
@@ -147,29 +141,6 @@ def offline_env(tmp_path_factory) -> Iterator[Path]:
 # --- the stacks --------------------------------------------------------------------------------
 
 
-def write_sim_stack(
-    folder: Path,
-    *,
-    env: dict[str, dict[str, str]] | None = None,
-    defaults: dict[str, Any] | None = None,
-    only: tuple[str, ...] | None = None,
-) -> Path:
-    """The shipped simulation stack under a unique name and free ports (as `sim_stack` does),
-    optionally with extra defaults and a subset of its services."""
-    data = yaml.safe_load(SIM.read_text())
-    name = f"kit-test-{uuid.uuid4().hex[:8]}"
-    data["defaults"]["model_root"] = str(SIM_MODELS)
-    data["defaults"].update(defaults or {})
-    if only is not None:
-        data["services"] = {k: v for k, v in data["services"].items() if k in only}
-    for svc_name, svc in data["services"].items():
-        svc["port"] = free_port()
-        svc.setdefault("env", {}).update((env or {}).get(svc_name, {}))
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 # the double "loads" for 1 s instead of 8/3/3: the stacks are up in a few seconds
 FAST = {svc: {"KIT_DOUBLE_LOAD_SECONDS": "1"} for svc in ("llm", "embed", "rerank")}
 
@@ -190,11 +161,7 @@ def launch(docker_engine, offline_env, blocked) -> Iterator[Any]:
 
     yield up
     for name in started:
-        subprocess.run(
-            ["docker", "compose", "-p", name, "down", "--remove-orphans", "-t", "1"],
-            capture_output=True,
-            check=False,
-        )
+        compose_down(name)
 
 
 @pytest.fixture(scope="module")
