@@ -11,7 +11,7 @@ STACK ?= source-notes
 DOUBLE_IMAGE ?= kit-engine-double:dev
 
 .PHONY: venv render plan lint fmt engine double-image test test-unit stack-up stack-down \
-        stack-status smoke demo bench-up clean
+        stack-status smoke demo bench-up bench-client clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ demo: engine double-image
 
 bench-up: double-image
 	$(VENV)/bin/python bench/up_overhead.py --load 10
+
+bench-client: venv
+	bash bench/setup_evalscope.sh
+	$(VENV)/bin/python bench/client_speed.py -n 8000
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info

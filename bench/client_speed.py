@@ -139,21 +139,36 @@ def run_plain(which: str, port: int, n: int) -> dict[str, float]:
 
 
 def run_evalscope(port: int, n: int, tmp: Path) -> dict[str, float] | None:
-    """`evalscope perf` from its own venv; None when it is not installed."""
+    """`evalscope perf` from its own venv (bench/EVALSCOPE.md); None when not installed.
+
+    evalscope exits 0 even when requests fail, so the counts come from its summary JSON.
+    """
     if not EVALSCOPE.exists():
         return None
-    from evalscope_recipe import evalscope_command, parse_evalscope
-
+    data = tmp / "evalscope-q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"hello world {i}, how are you?"}) + "\n"
+                            for i in range(100)))  # fmt: skip
     out = tmp / "evalscope-out"
-    cmd = evalscope_command(str(EVALSCOPE), port, n, PARALLEL, TOKENS, tmp, out)
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "MODELSCOPE_OFFLINE": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
+    cmd = [str(EVALSCOPE), "perf", "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
+           "--api", "openai", "--model", "instant", "--parallel", str(PARALLEL), "-n", str(n),
+           "--stream", "--max-tokens", str(TOKENS), "--dataset", "openqa",
+           "--dataset-path", str(data), "--outputs-dir", str(out), "--no-timestamp",
+           "--name", "evalscope", "--total-timeout", "120"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, check=False)
-    return parse_evalscope(proc, out, n)
+    found = list(out.glob("evalscope/parallel_*_number_*/benchmark_summary.json"))
+    if not found:
+        print(
+            f"evalscope perf produced no summary (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+        )
+        return None
+    summary = json.loads(found[0].read_text())
+    return {
+        "rps": float(summary["Req Throughput (req/s)"]),
+        "ok": summary["Success Requests"],
+        "failed": summary["Failed Requests"],
+    }
 
 
 def main() -> int:
@@ -161,7 +176,6 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=8000, help="requests per client")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    sys.path.insert(0, str(REPO / "bench"))
     port = free_port()
     server = start_server(port)
     figures: dict[str, dict[str, float] | None] = {}
