@@ -29,39 +29,13 @@ import sys
 import time
 import uuid
 import zlib
+from collections.abc import Iterable, Iterator
 from email.utils import formatdate
 from functools import lru_cache
 from string import Template
+from typing import ClassVar
 
 PROCESS_START = time.monotonic()
-
-ENV_KNOBS = {
-    "KIT_DOUBLE_VLLM_VERSION": "vLLM version to imitate (default 0.11.0)",
-    "KIT_DOUBLE_LOAD_SECONDS": "seconds the port stays closed while 'loading' (float, default 2)",
-    "KIT_DOUBLE_GPUS": "GPUs in the node when NVIDIA_VISIBLE_DEVICES is unset or 'all' (default 8)",
-    "KIT_DOUBLE_FAIL": "force a startup failure: "
-    + ", ".join(
-        (
-            "oom",
-            "free_memory",
-            "world_size",
-            "heads",
-            "model_missing",
-            "gated_401",
-            "trust_remote_code",
-            "unrecognized_args",
-        )
-    ),
-    "KIT_DOUBLE_EXIT_CODE": "exit code for forced failures (default 1; 2 for unrecognized_args) and crashes (default 0)",
-    "KIT_DOUBLE_CRASH_AFTER": "seconds after process start at which the engine dies of CUDA OOM",
-    "KIT_DOUBLE_NEVER_READY": "1: never open the port, keep logging",
-    "KIT_DOUBLE_HTTP_503": "1: port opens but /health and every API route answer 503",
-    "KIT_DOUBLE_TOKEN_DELAY_MS": "delay per generated token (default 0)",
-    "KIT_DOUBLE_EMBED_DIM": "embedding dimension (default: config.json hidden_size, else 384)",
-    "KIT_DOUBLE_LOG_INTERVAL": "seconds between 'still loading' lines in never-ready mode (default 5)",
-    "KIT_DOUBLE_GPU_MEMORY_GIB": "total memory per simulated GPU in GiB (default 79.19, an H100 80GB)",
-    "KIT_DOUBLE_ERROR_SHAPE": "'nested' or 'flat' error JSON (default by version: nested from 0.10.1)",
-}
 
 FAIL_CAUSES = (
     "oom",
@@ -73,6 +47,22 @@ FAIL_CAUSES = (
     "trust_remote_code",
     "unrecognized_args",
 )
+
+ENV_KNOBS = {
+    "KIT_DOUBLE_VLLM_VERSION": "vLLM version to imitate (default 0.11.0)",
+    "KIT_DOUBLE_LOAD_SECONDS": "seconds the port stays closed while 'loading' (float, default 2)",
+    "KIT_DOUBLE_GPUS": "GPUs in the node when NVIDIA_VISIBLE_DEVICES is unset or 'all' (default 8)",
+    "KIT_DOUBLE_FAIL": "force a startup failure: " + ", ".join(FAIL_CAUSES),
+    "KIT_DOUBLE_EXIT_CODE": "exit code for forced failures (default 1; 2 for unrecognized_args) and crashes (default 0)",
+    "KIT_DOUBLE_CRASH_AFTER": "seconds after process start at which the engine dies of CUDA OOM",
+    "KIT_DOUBLE_NEVER_READY": "1: never open the port, keep logging",
+    "KIT_DOUBLE_HTTP_503": "1: port opens but /health and every API route answer 503",
+    "KIT_DOUBLE_TOKEN_DELAY_MS": "delay per generated token (default 0)",
+    "KIT_DOUBLE_EMBED_DIM": "embedding dimension (default: config.json hidden_size, else 384)",
+    "KIT_DOUBLE_LOG_INTERVAL": "seconds between 'still loading' lines in never-ready mode (default 5)",
+    "KIT_DOUBLE_GPU_MEMORY_GIB": "total memory per simulated GPU in GiB (default 79.19, an H100 80GB)",
+    "KIT_DOUBLE_ERROR_SHAPE": "'nested' or 'flat' error JSON (default by version: nested from 0.10.1)",
+}
 
 SITE = "/usr/local/lib/python3.12/dist-packages"
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"  # vLLM >= 0.10 serves this when no model is given
@@ -93,24 +83,23 @@ def version_tuple(v: str) -> tuple[int, ...]:
     return tuple(nums) or (0,)
 
 
-def env_float(name: str, default: float) -> float:
+def env_number(name: str, default, kind: type):
+    """The variable `name` read as `kind` (int or float); `default` when unset or malformed."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError:
         return default
+
+
+def env_float(name: str, default: float) -> float:
+    return env_number(name, default, float)
 
 
 def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        return default
+    return env_number(name, default, int)
 
 
 def env_flag(name: str) -> bool:
@@ -178,11 +167,17 @@ def relevance(query: str, doc: str) -> float:
 # Tracebacks are excerpts: a few middle frames are left out to keep each cause under 40 lines.
 # ---------------------------------------------------------------------------------------------
 
-_API_HEAD = """\
+# the top of every API server traceback
+_API_TOP = """\
 ${api} Traceback (most recent call last):
 ${api}   File "/usr/local/bin/vllm", line 10, in <module>
 ${api}     sys.exit(main())
 ${api}              ^^^^^^
+"""
+
+_API_HEAD = (
+    _API_TOP
+    + """\
 ${api}   File "${site}/vllm/entrypoints/cli/main.py", line 54, in main
 ${api}     args.dispatch_function(args)
 ${api}   File "${site}/vllm/entrypoints/cli/serve.py", line 57, in cmd
@@ -193,6 +188,7 @@ ${api}   File "${site}/vllm/entrypoints/openai/api_server.py", line 206, in buil
 ${api}     vllm_config = engine_args.create_engine_config(usage_context=usage_context)
 ${api}                   ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 """
+)
 
 _PYDANTIC_INIT = """\
 ${api}   File "${site}/pydantic/_internal/_dataclasses.py", line 123, in __init__
@@ -209,6 +205,52 @@ ${api}                      ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 ${api}   File "${site}/transformers/configuration_utils.py", line 721, in _get_config_dict
 ${api}     resolved_config_file = cached_file(
 ${api}                            ^^^^^^^^^^^^
+"""
+
+# torch's CUDA OOM text, at startup (profile run) and at runtime
+_TORCH_OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ${alloc}. GPU 0 has a total capacity of ${cap} of which ${oom_free} is free. Process ${proc} has ${inuse} memory in use. Of the allocated memory ${by_torch} is allocated by PyTorch, and ${reserved} is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
+
+
+def _engine_core_startup_failure(frames: str, error: str) -> str:
+    """EngineCore dies while starting: its logged traceback (`frames` between the common first
+    and last ones, then `error`), the re-raise in the engine process, then the API server's
+    "initialization failed"."""
+    return (
+        """\
+${core} ERROR ${ts} [core.py:708] EngineCore failed to start.
+${core} ERROR ${ts} [core.py:708] Traceback (most recent call last):
+${core} ERROR ${ts} [core.py:708]   File "${site}/vllm/v1/engine/core.py", line 699, in run_engine_core
+${core} ERROR ${ts} [core.py:708]     engine_core = EngineCoreProc(*args, **kwargs)
+${core} ERROR ${ts} [core.py:708]                   ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+"""
+        + frames
+        + "${core} ERROR ${ts} [core.py:708] "
+        + error
+        + """
+${core} Process EngineCore_DP0:
+${core} Traceback (most recent call last):
+${core}   File "/usr/lib/python3.12/multiprocessing/process.py", line 314, in _bootstrap
+${core}     self.run()
+${core}   File "${site}/vllm/v1/engine/core.py", line 712, in run_engine_core
+${core}     raise e
+${core} """
+        + error
+        + "\n"
+        + _API_TOP
+        + """\
+${api}   File "${site}/vllm/v1/engine/utils.py", line 782, in wait_for_engine_startup
+${api}     raise RuntimeError("Engine core initialization failed. "
+${api} RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
+"""
+    )
+
+
+# uvicorn's shutdown lines: on SIGTERM / SIGINT, and after a runtime crash
+_UVICORN_SHUTDOWN = """\
+${api} INFO:     Shutting down
+${api} INFO:     Waiting for application shutdown.
+${api} INFO:     Application shutdown complete.
+${api} INFO:     Finished server process [${pid}]
 """
 
 FAILURE_TEMPLATES: dict[str, str] = {
@@ -299,12 +341,8 @@ ${api_blank}
 ${api} Cannot access gated repo for url https://huggingface.co/${repo}/resolve/main/config.json.
 ${api} Access to model ${repo} is restricted. You must have access to it and be authenticated to access it. Please log in.
 """,
-    "free_memory": """\
-${core} ERROR ${ts} [core.py:708] EngineCore failed to start.
-${core} ERROR ${ts} [core.py:708] Traceback (most recent call last):
-${core} ERROR ${ts} [core.py:708]   File "${site}/vllm/v1/engine/core.py", line 699, in run_engine_core
-${core} ERROR ${ts} [core.py:708]     engine_core = EngineCoreProc(*args, **kwargs)
-${core} ERROR ${ts} [core.py:708]                   ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+    "free_memory": _engine_core_startup_failure(
+        """\
 ${core} ERROR ${ts} [core.py:708]   File "${site}/vllm/v1/engine/core.py", line 83, in __init__
 ${core} ERROR ${ts} [core.py:708]     self.model_executor = executor_class(vllm_config)
 ${core} ERROR ${ts} [core.py:708]                           ^^^^^^^^^^^^^^^^^^^^^^^^^^^
@@ -317,28 +355,11 @@ ${core} ERROR ${ts} [core.py:708]     self.worker.init_device()  # type: ignore
 ${core} ERROR ${ts} [core.py:708]     ^^^^^^^^^^^^^^^^^^^^^^^^^
 ${core} ERROR ${ts} [core.py:708]   File "${site}/vllm/v1/worker/gpu_worker.py", line 185, in init_device
 ${core} ERROR ${ts} [core.py:708]     raise ValueError(
-${core} ERROR ${ts} [core.py:708] ValueError: Free memory on device (${free}/${total} GiB) on startup is less than desired GPU memory utilization (${util}, ${requested} GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.
-${core} Process EngineCore_DP0:
-${core} Traceback (most recent call last):
-${core}   File "/usr/lib/python3.12/multiprocessing/process.py", line 314, in _bootstrap
-${core}     self.run()
-${core}   File "${site}/vllm/v1/engine/core.py", line 712, in run_engine_core
-${core}     raise e
-${core} ValueError: Free memory on device (${free}/${total} GiB) on startup is less than desired GPU memory utilization (${util}, ${requested} GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.
-${api} Traceback (most recent call last):
-${api}   File "/usr/local/bin/vllm", line 10, in <module>
-${api}     sys.exit(main())
-${api}              ^^^^^^
-${api}   File "${site}/vllm/v1/engine/utils.py", line 782, in wait_for_engine_startup
-${api}     raise RuntimeError("Engine core initialization failed. "
-${api} RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
 """,
-    "oom": """\
-${core} ERROR ${ts} [core.py:708] EngineCore failed to start.
-${core} ERROR ${ts} [core.py:708] Traceback (most recent call last):
-${core} ERROR ${ts} [core.py:708]   File "${site}/vllm/v1/engine/core.py", line 699, in run_engine_core
-${core} ERROR ${ts} [core.py:708]     engine_core = EngineCoreProc(*args, **kwargs)
-${core} ERROR ${ts} [core.py:708]                   ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+        "ValueError: Free memory on device (${free}/${total} GiB) on startup is less than desired GPU memory utilization (${util}, ${requested} GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
+    ),
+    "oom": _engine_core_startup_failure(
+        """\
 ${core} ERROR ${ts} [core.py:708]   File "${site}/vllm/v1/engine/core.py", line 498, in __init__
 ${core} ERROR ${ts} [core.py:708]     super().__init__(vllm_config, executor_class, log_stats,
 ${core} ERROR ${ts} [core.py:708]   File "${site}/vllm/v1/engine/core.py", line 92, in __init__
@@ -354,22 +375,9 @@ ${core} ERROR ${ts} [core.py:708]       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 ${core} ERROR ${ts} [core.py:708]   File "${site}/torch/nn/modules/module.py", line 1784, in _call_impl
 ${core} ERROR ${ts} [core.py:708]     return forward_call(*args, **kwargs)
 ${core} ERROR ${ts} [core.py:708]            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-${core} ERROR ${ts} [core.py:708] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ${alloc}. GPU 0 has a total capacity of ${cap} of which ${oom_free} is free. Process ${proc} has ${inuse} memory in use. Of the allocated memory ${by_torch} is allocated by PyTorch, and ${reserved} is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)
-${core} Process EngineCore_DP0:
-${core} Traceback (most recent call last):
-${core}   File "/usr/lib/python3.12/multiprocessing/process.py", line 314, in _bootstrap
-${core}     self.run()
-${core}   File "${site}/vllm/v1/engine/core.py", line 712, in run_engine_core
-${core}     raise e
-${core} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ${alloc}. GPU 0 has a total capacity of ${cap} of which ${oom_free} is free. Process ${proc} has ${inuse} memory in use. Of the allocated memory ${by_torch} is allocated by PyTorch, and ${reserved} is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)
-${api} Traceback (most recent call last):
-${api}   File "/usr/local/bin/vllm", line 10, in <module>
-${api}     sys.exit(main())
-${api}              ^^^^^^
-${api}   File "${site}/vllm/v1/engine/utils.py", line 782, in wait_for_engine_startup
-${api}     raise RuntimeError("Engine core initialization failed. "
-${api} RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
 """,
+        _TORCH_OOM,
+    ),
     "unrecognized_args": """\
 usage: vllm [-h] [-v] {chat,complete,serve,bench,collect-env,run-batch} ...
 vllm: error: unrecognized arguments: ${bad_args}
@@ -377,7 +385,8 @@ vllm: error: unrecognized arguments: ${bad_args}
 }
 
 # printed when KIT_DOUBLE_CRASH_AFTER fires after the server is up (engine dies mid-service)
-RUNTIME_CRASH_TEMPLATE = """\
+RUNTIME_CRASH_TEMPLATE = (
+    """\
 ${core} ERROR ${ts} [core.py:710] EngineCore encountered a fatal error.
 ${core} ERROR ${ts} [core.py:710] Traceback (most recent call last):
 ${core} ERROR ${ts} [core.py:710]   File "${site}/vllm/v1/engine/core.py", line 701, in run_engine_core
@@ -390,7 +399,9 @@ ${core} ERROR ${ts} [core.py:710]                               ^^^^^^^^^^^^^^
 ${core} ERROR ${ts} [core.py:710]   File "${site}/vllm/v1/worker/gpu_model_runner.py", line 2326, in execute_model
 ${core} ERROR ${ts} [core.py:710]     model_output = self.model(
 ${core} ERROR ${ts} [core.py:710]                    ^^^^^^^^^^^
-${core} ERROR ${ts} [core.py:710] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ${alloc}. GPU 0 has a total capacity of ${cap} of which ${oom_free} is free. Process ${proc} has ${inuse} memory in use. Of the allocated memory ${by_torch} is allocated by PyTorch, and ${reserved} is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)
+${core} ERROR ${ts} [core.py:710] """
+    + _TORCH_OOM
+    + """
 ${api} ERROR ${ts} [async_llm.py:480] AsyncLLM output_handler failed.
 ${api} ERROR ${ts} [async_llm.py:480] Traceback (most recent call last):
 ${api} ERROR ${ts} [async_llm.py:480]   File "${site}/vllm/v1/engine/async_llm.py", line 439, in output_handler
@@ -400,11 +411,9 @@ ${api} ERROR ${ts} [async_llm.py:480]   File "${site}/vllm/v1/engine/core_client
 ${api} ERROR ${ts} [async_llm.py:480]     raise self._format_exception(outputs) from None
 ${api} ERROR ${ts} [async_llm.py:480] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.
 ${api} ERROR ${ts} [core_client.py:564] Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.
-${api} INFO:     Shutting down
-${api} INFO:     Waiting for application shutdown.
-${api} INFO:     Application shutdown complete.
-${api} INFO:     Finished server process [${pid}]
 """
+    + _UVICORN_SHUTDOWN
+)
 
 
 def render(template: str, ctx: dict[str, object]) -> str:
@@ -793,6 +802,141 @@ def embedding_json(text: str, dim: int, fmt: str) -> str:
     return json.dumps(vec, separators=(",", ":"))
 
 
+def spaced(words: list[str]) -> list[str]:
+    """Words as streamed text pieces: every piece after the first carries its leading space."""
+    return [w if j == 0 else " " + w for j, w in enumerate(words)]
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+    }
+
+
+def body_usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    """usage_of as a JSON body (not a streamed chunk) spells it."""
+    usage = usage_of(prompt_tokens, completion_tokens)
+    usage["prompt_tokens_details"] = None
+    return usage
+
+
+class GenerationAPI:
+    """How one OpenAI generation API spells its answers (one instance per server). A choice is a
+    tuple of word lists, then its finish reason; Double.answer_generation sends them."""
+
+    id_prefix = ""
+    object_name = ""
+    chunk_object_name = ""
+    trailing_nulls: ClassVar[dict[str, None]] = {}  # the body's last fields, all null
+
+    def stream_choices(
+        self, choices: list[tuple], prompt_tokens: int, continuous: bool
+    ) -> Iterator[tuple[dict, dict | None]]:
+        """The `choices` entry of each streamed chunk, with that chunk's usage (or None)."""
+        raise NotImplementedError
+
+    def body_choices(self, choices: list[tuple]) -> list[dict]:
+        raise NotImplementedError
+
+
+class ChatAPI(GenerationAPI):
+    """/v1/chat/completions: choices are (reasoning words, content words, finish reason)."""
+
+    id_prefix = "chatcmpl-"
+    object_name = "chat.completion"
+    chunk_object_name = "chat.completion.chunk"
+    trailing_nulls: ClassVar[dict[str, None]] = dict.fromkeys(
+        ("prompt_logprobs", "prompt_token_ids", "kv_transfer_params")
+    )
+
+    def __init__(self, reasoning_key: str) -> None:
+        self.reasoning_key = reasoning_key
+
+    def stream_choices(
+        self, choices: list[tuple], prompt_tokens: int, continuous: bool
+    ) -> Iterator[tuple[dict, dict | None]]:
+        rkey = self.reasoning_key
+        for i, (rw, cw, fr) in enumerate(choices):
+            # the role delta, then one delta a word; without words, an empty delta ends the choice
+            deltas = [{"role": "assistant", "content": ""}]
+            deltas += [{rkey: text} for text in spaced(rw)]
+            deltas += [{"content": text} for text in spaced(cw)]
+            if len(deltas) == 1:
+                deltas.append({})
+            last = len(deltas) - 1
+            words = len(rw) + len(cw)
+            for k, delta in enumerate(deltas):
+                choice = {
+                    "index": i,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": fr if k == last else None,
+                }
+                yield choice, usage_of(prompt_tokens, min(k, words)) if continuous else None
+
+    def body_choices(self, choices: list[tuple]) -> list[dict]:
+        rkey = self.reasoning_key
+        return [
+            {
+                "index": i,
+                "message": {
+                    "role": "assistant",
+                    "content": " ".join(cw) if (cw or not rw) else None,
+                    "refusal": None,
+                    "annotations": None,
+                    "audio": None,
+                    "function_call": None,
+                    "tool_calls": [],
+                    rkey: " ".join(rw) if rw else None,
+                },
+                "logprobs": None,
+                "finish_reason": fr,
+                "stop_reason": None,
+                "token_ids": None,
+            }
+            for i, (rw, cw, fr) in enumerate(choices)
+        ]
+
+
+class TextAPI(GenerationAPI):
+    """/v1/completions: choices are (words, finish reason); no usage in the streamed chunks."""
+
+    id_prefix = "cmpl-"
+    object_name = chunk_object_name = "text_completion"
+    trailing_nulls: ClassVar[dict[str, None]] = {"kv_transfer_params": None}
+
+    def stream_choices(
+        self, choices: list[tuple], prompt_tokens: int, continuous: bool
+    ) -> Iterator[tuple[dict, dict | None]]:
+        for i, (words, fr) in enumerate(choices):
+            pieces = spaced(words) or [""]
+            last = len(pieces) - 1
+            for k, text in enumerate(pieces):
+                choice = {
+                    "index": i,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": fr if k == last else None,
+                    "stop_reason": None,
+                }
+                yield choice, None
+
+    def body_choices(self, choices: list[tuple]) -> list[dict]:
+        return [
+            {
+                "index": i,
+                "text": " ".join(words),
+                "logprobs": None,
+                "finish_reason": fr,
+                "stop_reason": None,
+                "prompt_logprobs": None,
+            }
+            for i, (words, fr) in enumerate(choices)
+        ]
+
+
 # ---------------------------------------------------------------------------------------------
 # the server
 # ---------------------------------------------------------------------------------------------
@@ -813,6 +957,8 @@ class Double:
         self.writers: set[asyncio.StreamWriter] = set()
         self.http_503 = env_flag("KIT_DOUBLE_HTTP_503")
         self.token_delay = env_float("KIT_DOUBLE_TOKEN_DELAY_MS", 0.0) / 1000.0
+        self.chat_api = ChatAPI(cfg.reasoning_key)
+        self.text_api = TextAPI()
         self.created = int(time.time())
         # metrics
         self.m_running = 0
@@ -1115,13 +1261,11 @@ class Double:
     def on_signal(self) -> None:
         if self.stop_event is None or self.stop_event.is_set():
             return
-        if self.phase == "ready":
-            out(f"{self.api} INFO:     Shutting down\n")
-            out(f"{self.api} INFO:     Waiting for application shutdown.\n")
-            out(f"{self.api} INFO:     Application shutdown complete.\n")
-            out(f"{self.api} INFO:     Finished server process [{self.pid}]\n")
-        self.phase = "stopping"
-        self.stop_event.set()
+        self.phase, was = "stopping", self.phase
+        self.stop_event.set()  # first: a log write to a closed pipe must not cancel the stop
+        if was == "ready":
+            with contextlib.suppress(OSError, ValueError):
+                out(render(_UVICORN_SHUTDOWN, self.ctx()))
 
     async def crash_timer(self, after: float) -> None:
         delay = PROCESS_START + after - time.monotonic()
@@ -1317,22 +1461,39 @@ class Double:
         # answers HTTP 200 with an error body (vllm-project/vllm#21704).
         return self.error(message, "BadRequestError", 400, status=200)
 
+    def invalid(self, err_type: str, loc: tuple, msg: str, value: object, **ctx) -> Response:
+        """A request validation error, worded as the repr of pydantic's error list (as vLLM)."""
+        detail: dict = {"type": err_type, "loc": ("body", *loc), "msg": msg, "input": value}
+        if ctx:
+            detail["ctx"] = ctx
+        return self.error(repr([detail]))
+
     def missing_field(self, field: str, body: dict) -> Response:
-        return self.error(
-            f"[{{'type': 'missing', 'loc': ('body', '{field}'), 'msg': 'Field required', 'input': {body!r}}}]"
-        )
+        return self.invalid("missing", (field,), "Field required", body)
+
+    def request_body(
+        self, req: Request, supported: bool, api: str
+    ) -> tuple[dict | None, Response | None]:
+        """The JSON body of a request to `api`, or the answer when the model does not serve
+        `api` or the body is unusable."""
+        if not supported:
+            return None, self.unsupported(f"The model does not support {api}")
+        return self.parse_body(req)
 
     def parse_body(self, req: Request) -> tuple[dict | None, Response | None]:
         try:
             body = json.loads(req.body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
-            return None, self.error(
-                f"[{{'type': 'json_invalid', 'loc': ('body', {getattr(exc, 'pos', 0)}), "
-                f"'msg': 'JSON decode error', 'input': {{}}, 'ctx': {{'error': '{type(exc).__name__}'}}}}]"
+            loc = (getattr(exc, "pos", 0),)
+            return None, self.invalid(
+                "json_invalid", loc, "JSON decode error", {}, error=type(exc).__name__
             )
         if not isinstance(body, dict):
-            return None, self.error(
-                f"[{{'type': 'model_attributes_type', 'loc': ('body',), 'msg': 'Input should be a valid dictionary or object to extract fields from', 'input': {body!r}}}]"
+            return None, self.invalid(
+                "model_attributes_type",
+                (),
+                "Input should be a valid dictionary or object to extract fields from",
+                body,
             )
         model = body.get("model")
         if model is not None and model not in self.cfg.served_names:
@@ -1423,8 +1584,8 @@ class Double:
         if raw is None:
             raw = 16
         if isinstance(raw, bool) or not isinstance(raw, int):
-            return None, self.error(
-                f"[{{'type': 'int_type', 'loc': ('body', 'max_tokens'), 'msg': 'Input should be a valid integer', 'input': {raw!r}}}]"
+            return None, self.invalid(
+                "int_type", ("max_tokens",), "Input should be a valid integer", raw
             )
         if raw < 1:
             return None, self.error(f"max_tokens must be at least 1, got {raw}.")
@@ -1441,10 +1602,14 @@ class Double:
             )
         return raw, None
 
-    def finish(self, prompt_tokens: int, completion_tokens: int, reason: str) -> None:
+    def finish(
+        self, prompt_tokens: int, completion_tokens: int, reasons: Iterable[str], each: int = 1
+    ) -> None:
+        """Count answered requests in the metrics: the tokens once, `each` success per reason."""
         self.m_prompt += prompt_tokens
         self.m_gen += completion_tokens
-        self.m_success[reason] = self.m_success.get(reason, 0) + 1
+        for reason in reasons:
+            self.m_success[reason] = self.m_success.get(reason, 0) + each
 
     async def start_stream(self, writer: asyncio.StreamWriter) -> None:
         writer.write(
@@ -1473,11 +1638,68 @@ class Double:
         except (ConnectionError, OSError) as exc:
             raise ClientGone() from exc
 
+    async def answer_generation(
+        self,
+        writer,
+        body: dict,
+        api: GenerationAPI,
+        choices: list[tuple],
+        prompt_tokens: int,
+        completion_tokens: int,
+        max_tokens: int,
+    ) -> Response:
+        """Send `choices` as SSE chunks (`stream`) or as one JSON body; count them once sent."""
+        rid = api.id_prefix + uuid.uuid4().hex
+        created = int(time.time())
+        model = self.cfg.served_names[0]
+        reasons = [choice[-1] for choice in choices]
+        self.m_running += 1
+        try:
+            if body.get("stream"):
+                head = {
+                    "id": rid,
+                    "object": api.chunk_object_name,
+                    "created": created,
+                    "model": model,
+                }
+                opts = body.get("stream_options") or {}
+                include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+                continuous = include_usage and bool(opts.get("continuous_usage_stats"))
+                await self.start_stream(writer)
+                chunks: list[bytes] = []
+                for choice, chunk_usage in api.stream_choices(choices, prompt_tokens, continuous):
+                    chunk = dict(head, choices=[choice])
+                    if chunk_usage is not None:
+                        chunk["usage"] = chunk_usage
+                    chunks.append(self.sse(chunk))
+                if include_usage:
+                    usage = usage_of(prompt_tokens, completion_tokens)
+                    chunks.append(self.sse(dict(head, choices=[], usage=usage)))
+                chunks.append(self.SSE_DONE)
+                await self.emit(writer, chunks, self.token_delay)
+                self.finish(prompt_tokens, completion_tokens, reasons)
+                raise StreamedResponse()
+            if self.token_delay > 0:
+                await asyncio.sleep(self.token_delay * max_tokens)
+            answer = {
+                "id": rid,
+                "object": api.object_name,
+                "created": created,
+                "model": model,
+                "choices": api.body_choices(choices),
+                "service_tier": None,
+                "system_fingerprint": None,
+                "usage": body_usage(prompt_tokens, completion_tokens),
+                **api.trailing_nulls,
+            }
+            self.finish(prompt_tokens, completion_tokens, reasons)
+            return json_response(answer)
+        finally:
+            self.m_running -= 1
+
     async def h_chat(self, req: Request, writer) -> Response:
         c = self.cfg
-        if c.mode != "generate":
-            return self.unsupported("The model does not support Chat Completions API")
-        body, problem = self.parse_body(req)
+        body, problem = self.request_body(req, c.mode == "generate", "Chat Completions API")
         if problem:
             return problem
         assert body is not None
@@ -1499,10 +1721,6 @@ class Double:
         if isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False:
             thinking = False
         use_reasoning = bool(c.reasoning_parser) and thinking
-        model_name = c.served_names[0]
-        rid = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        rkey = c.reasoning_key
 
         choices = []
         for i in range(n):
@@ -1513,140 +1731,13 @@ class Double:
             )
             choices.append((reasoning_words, content_words, "stop" if stopped else "length"))
         completion_tokens = sum(len(r) + len(w) for r, w, _ in choices)
-
-        self.m_running += 1
-        try:
-            if body.get("stream"):
-                opts = body.get("stream_options") or {}
-                include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-                continuous = include_usage and bool(opts.get("continuous_usage_stats"))
-                await self.start_stream(writer)
-                head = {
-                    "id": rid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model_name,
-                }
-                chunks: list[bytes] = []
-                for i, (rw, cw, fr) in enumerate(choices):
-                    delta: dict = {"role": "assistant", "content": ""}
-                    first = dict(
-                        head,
-                        choices=[
-                            {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
-                        ],
-                    )
-                    if continuous:
-                        first["usage"] = {
-                            "prompt_tokens": prompt_tokens,
-                            "total_tokens": prompt_tokens,
-                            "completion_tokens": 0,
-                        }
-                    chunks.append(self.sse(first))
-                    pieces = [(rkey, w if j == 0 else " " + w) for j, w in enumerate(rw)]
-                    pieces += [("content", w if j == 0 else " " + w) for j, w in enumerate(cw)]
-                    if not pieces:
-                        pieces = [(None, "")]
-                    done = 0
-                    for j, (key, text) in enumerate(pieces):
-                        last = j == len(pieces) - 1
-                        d = {key: text} if key else {}
-                        if key:
-                            done += 1
-                        ch = dict(
-                            head,
-                            choices=[
-                                {
-                                    "index": i,
-                                    "delta": d,
-                                    "logprobs": None,
-                                    "finish_reason": fr if last else None,
-                                }
-                            ],
-                        )
-                        if continuous:
-                            ch["usage"] = {
-                                "prompt_tokens": prompt_tokens,
-                                "total_tokens": prompt_tokens + done,
-                                "completion_tokens": done,
-                            }
-                        chunks.append(self.sse(ch))
-                if include_usage:
-                    chunks.append(
-                        self.sse(
-                            dict(
-                                head,
-                                choices=[],
-                                usage={
-                                    "prompt_tokens": prompt_tokens,
-                                    "total_tokens": prompt_tokens + completion_tokens,
-                                    "completion_tokens": completion_tokens,
-                                },
-                            )
-                        )
-                    )
-                chunks.append(self.SSE_DONE)
-                await self.emit(writer, chunks, self.token_delay)
-                for _, _, fr in choices:
-                    self.finish(0, 0, fr)
-                self.m_prompt += prompt_tokens
-                self.m_gen += completion_tokens
-                raise StreamedResponse()
-            if self.token_delay > 0:
-                await asyncio.sleep(self.token_delay * max_tokens)
-            out_choices = []
-            for i, (rw, cw, fr) in enumerate(choices):
-                message = {
-                    "role": "assistant",
-                    "content": " ".join(cw) if (cw or not rw) else None,
-                    "refusal": None,
-                    "annotations": None,
-                    "audio": None,
-                    "function_call": None,
-                    "tool_calls": [],
-                    rkey: " ".join(rw) if rw else None,
-                }
-                out_choices.append(
-                    {
-                        "index": i,
-                        "message": message,
-                        "logprobs": None,
-                        "finish_reason": fr,
-                        "stop_reason": None,
-                        "token_ids": None,
-                    }
-                )
-                self.finish(0, 0, fr)
-            self.m_prompt += prompt_tokens
-            self.m_gen += completion_tokens
-            return json_response(
-                {
-                    "id": rid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model_name,
-                    "choices": out_choices,
-                    "service_tier": None,
-                    "system_fingerprint": None,
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                        "completion_tokens": completion_tokens,
-                        "prompt_tokens_details": None,
-                    },
-                    "prompt_logprobs": None,
-                    "prompt_token_ids": None,
-                    "kv_transfer_params": None,
-                }
-            )
-        finally:
-            self.m_running -= 1
+        return await self.answer_generation(
+            writer, body, self.chat_api, choices, prompt_tokens, completion_tokens, max_tokens
+        )
 
     async def h_completions(self, req: Request, writer) -> Response:
         c = self.cfg
-        if c.mode != "generate":
-            return self.unsupported("The model does not support Completions API")
-        body, problem = self.parse_body(req)
+        body, problem = self.request_body(req, c.mode == "generate", "Completions API")
         if problem:
             return problem
         assert body is not None
@@ -1674,107 +1765,14 @@ class Double:
             results.append((words, "stop" if stopped else "length"))
         prompt_tokens = sum(prompt_tokens_each)
         completion_tokens = sum(len(w) for w, _ in results)
-        model_name = c.served_names[0]
-        rid = f"cmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        self.m_running += 1
-        try:
-            if body.get("stream"):
-                opts = body.get("stream_options") or {}
-                include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-                await self.start_stream(writer)
-                head = {
-                    "id": rid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": model_name,
-                }
-                chunks = []
-                for i, (words, fr) in enumerate(results):
-                    pieces = [w if j == 0 else " " + w for j, w in enumerate(words)] or [""]
-                    for j, text in enumerate(pieces):
-                        last = j == len(pieces) - 1
-                        chunks.append(
-                            self.sse(
-                                dict(
-                                    head,
-                                    choices=[
-                                        {
-                                            "index": i,
-                                            "text": text,
-                                            "logprobs": None,
-                                            "finish_reason": fr if last else None,
-                                            "stop_reason": None,
-                                        }
-                                    ],
-                                )
-                            )
-                        )
-                if include_usage:
-                    chunks.append(
-                        self.sse(
-                            dict(
-                                head,
-                                choices=[],
-                                usage={
-                                    "prompt_tokens": prompt_tokens,
-                                    "total_tokens": prompt_tokens + completion_tokens,
-                                    "completion_tokens": completion_tokens,
-                                },
-                            )
-                        )
-                    )
-                chunks.append(self.SSE_DONE)
-                await self.emit(writer, chunks, self.token_delay)
-                for _, fr in results:
-                    self.finish(0, 0, fr)
-                self.m_prompt += prompt_tokens
-                self.m_gen += completion_tokens
-                raise StreamedResponse()
-            if self.token_delay > 0:
-                await asyncio.sleep(self.token_delay * max_tokens)
-            choices = []
-            for i, (words, fr) in enumerate(results):
-                choices.append(
-                    {
-                        "index": i,
-                        "text": " ".join(words),
-                        "logprobs": None,
-                        "finish_reason": fr,
-                        "stop_reason": None,
-                        "prompt_logprobs": None,
-                    }
-                )
-                self.finish(0, 0, fr)
-            self.m_prompt += prompt_tokens
-            self.m_gen += completion_tokens
-            return json_response(
-                {
-                    "id": rid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": model_name,
-                    "choices": choices,
-                    "service_tier": None,
-                    "system_fingerprint": None,
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                        "completion_tokens": completion_tokens,
-                        "prompt_tokens_details": None,
-                    },
-                    "kv_transfer_params": None,
-                }
-            )
-        finally:
-            self.m_running -= 1
+        return await self.answer_generation(
+            writer, body, self.text_api, results, prompt_tokens, completion_tokens, max_tokens
+        )
 
     # ------------------------------------------------------------------ pooling
     async def h_embeddings(self, req: Request, writer) -> Response:
         c = self.cfg
-        if c.mode != "embed":
-            return self.unsupported("The model does not support Embeddings API")
-        body, problem = self.parse_body(req)
+        body, problem = self.request_body(req, c.mode == "embed", "Embeddings API")
         if problem:
             return problem
         assert body is not None
@@ -1799,8 +1797,8 @@ class Double:
             )
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
-            return self.error(
-                f"[{{'type': 'literal_error', 'loc': ('body', 'encoding_format'), 'msg': \"Input should be 'float' or 'base64'\", 'input': {fmt!r}}}]"
+            return self.invalid(
+                "literal_error", ("encoding_format",), "Input should be 'float' or 'base64'", fmt
             )
         too_long = [n for n in counts if n > c.max_model_len]
         if too_long:
@@ -1814,8 +1812,7 @@ class Double:
             for i, t in enumerate(texts)
         ]
         tokens = sum(counts)
-        self.m_prompt += tokens
-        self.m_success["stop"] = self.m_success.get("stop", 0) + len(texts)
+        self.finish(tokens, 0, ("stop",), len(texts))
         usage = (
             f'{{"prompt_tokens":{tokens},"total_tokens":{tokens},'
             f'"completion_tokens":0,"prompt_tokens_details":null}}'
@@ -1836,9 +1833,7 @@ class Double:
 
     async def h_rerank(self, req: Request, writer) -> Response:
         c = self.cfg
-        if c.mode == "generate":
-            return self.unsupported("The model does not support Rerank (Score) API")
-        body, problem = self.parse_body(req)
+        body, problem = self.request_body(req, c.mode != "generate", "Rerank (Score) API")
         if problem:
             return problem
         assert body is not None
@@ -1866,8 +1861,7 @@ class Double:
         results.sort(key=lambda r: (-r["relevance_score"], r["index"]))
         if top_n:
             results = results[:top_n]
-        self.m_prompt += total
-        self.m_success["stop"] = self.m_success.get("stop", 0) + len(docs)
+        self.finish(total, 0, ("stop",), len(docs))
         return json_response(
             {
                 "id": f"rerank-{uuid.uuid4().hex}",
@@ -1879,9 +1873,7 @@ class Double:
 
     async def h_score(self, req: Request, writer) -> Response:
         c = self.cfg
-        if c.mode == "generate":
-            return self.unsupported("The model does not support Score API")
-        body, problem = self.parse_body(req)
+        body, problem = self.request_body(req, c.mode != "generate", "Score API")
         if problem:
             return problem
         assert body is not None
@@ -1908,8 +1900,7 @@ class Double:
         for i, (a, b) in enumerate(zip(l1, l2, strict=True)):
             total += len(words_of(a)) + len(words_of(b))
             data.append({"index": i, "object": "score", "score": relevance(a, b)})
-        self.m_prompt += total
-        self.m_success["stop"] = self.m_success.get("stop", 0) + len(data)
+        self.finish(total, 0, ("stop",), len(data))
         return json_response(
             {
                 "id": f"score-{uuid.uuid4().hex}",
@@ -1917,12 +1908,7 @@ class Double:
                 "created": int(time.time()),
                 "model": c.served_names[0],
                 "data": data,
-                "usage": {
-                    "prompt_tokens": total,
-                    "total_tokens": total,
-                    "completion_tokens": 0,
-                    "prompt_tokens_details": None,
-                },
+                "usage": body_usage(total, 0),
             }
         )
 
