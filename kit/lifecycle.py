@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from kit.client import endpoint_for, port_is_open
 from kit.engine import Project, engine_available
@@ -22,6 +23,16 @@ def preflight(plan: Plan, project: Project) -> None:
             f"the stack's env file {key_file} does not exist",
             hint="create it with a line VLLM_API_KEY=<secret> (chmod 600), or remove "
             "defaults.api_key_env_file",
+        )
+    missing = [
+        f"{s.name}: {s.model_host_path}"
+        for s in plan.services
+        if s.model_host_path is not None and not Path(s.model_host_path).is_dir()
+    ]
+    if missing:
+        raise KitError(
+            "model folders missing on this host: " + "; ".join(missing),
+            hint="download the models there, or fix defaults.model_root / model (`kit doctor`)",
         )
     ours = set(project.states())
     busy = []

@@ -189,3 +189,15 @@ def test_ctrl_c_during_up_removes_what_it_started(sim_stack, docker_engine, stat
     assert proc.returncode != 0
     assert "interrupted" in out and "removed what was started" in out
     assert project_containers(name) == []
+
+
+def test_missing_model_folder_is_refused_before_anything_starts(sim_stack, docker_engine):
+    from kit.errors import KitError
+
+    path = sim_stack(patch={"embed": {"model": "no-such-model"}})
+    plan, project = project_for(path, docker_engine)
+    with pytest.raises(
+        KitError, match="model folders missing on this host: embed: .*no-such-model"
+    ):
+        lifecycle.up(plan, project)
+    assert project_containers(plan.stack.name) == []
