@@ -84,9 +84,7 @@ class Waiter:
         self.listener = listener or (lambda *_: None)
         self.clock = clock
         self.t0 = clock()
-        self.progress = {
-            s.name: ServiceProgress(s, phase_since=self.t0) for s in self.plan.services
-        }
+        self.progress = {s.name: ServiceProgress(s) for s in self.plan.services}
         self.endpoints: dict[str, Endpoint] = {
             s.name: endpoint_for(self.plan, s) for s in self.plan.services
         }

