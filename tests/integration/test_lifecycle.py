@@ -197,7 +197,7 @@ def test_missing_model_folder_is_refused_before_anything_starts(sim_stack, docke
     path = sim_stack(patch={"embed": {"model": "no-such-model"}})
     plan, project = project_for(path, docker_engine)
     with pytest.raises(
-        KitError, match="model folders missing on this host: embed: .*no-such-model"
+        KitError, match=r"model folders missing on this host: embed: .*no-such-model"
     ):
         lifecycle.up(plan, project)
     assert project_containers(plan.stack.name) == []
