@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dockerutil import in_ci
 from stackutil import BASE_STACK, deep_merge
 
 
@@ -34,10 +35,6 @@ def stack_file(tmp_path: Path):
         return path
 
     return make
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 # --- Docker-backed tests: never skipped in CI ------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -15,7 +16,19 @@ REPO = Path(__file__).resolve().parent.parent
 SIM = REPO / "stacks" / "sim-demo.yaml"
 SIM_MODELS = REPO / "stacks" / "sim-models"
 
-__all__ = ["compose_down", "free_port", "project_containers", "project_networks", "write_sim_stack"]
+__all__ = [
+    "compose_down",
+    "free_port",
+    "in_ci",
+    "project_containers",
+    "project_networks",
+    "write_sim_stack",
+]
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there, tests that need Docker or the real engine must run, not skip."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def write_sim_stack(
