@@ -166,6 +166,11 @@ class FlagChange:
     instead: str
     #: dropped with a note where the flag only restated a default; else an error
     droppable: bool = False
+    #: first release that has the flag (None: older than the table)
+    added: Version | None = None
+
+    def exists_in(self, v: Version) -> bool:
+        return (self.added is None or not v < self.added) and v < self.removed
 
 
 #: Flags people copy from old notes that later releases refuse (argparse errors).
@@ -183,7 +188,7 @@ REMOVED_FLAGS: tuple[FlagChange, ...] = (
     FlagChange("--rope-theta", V("0.11.1"), "--hf-overrides '{\"rope_theta\": ...}'"),
     FlagChange("--override-pooler-config", V("0.12.0"), "--pooler-config"),
     FlagChange("--guided-decoding-backend", V("0.12.0"), "--structured-outputs-config"),
-    FlagChange("--cuda-graph-sizes", V("0.13.0"), "--cudagraph-capture-sizes"),
+    FlagChange("--cuda-graph-sizes", V("0.13.0"), "--cudagraph-capture-sizes", added=V("0.9.0")),
     FlagChange("--disable-mm-preprocessor-cache", V("0.13.0"), "--mm-processor-cache-gb 0"),
     FlagChange(
         "--disable-log-requests",
@@ -308,6 +313,10 @@ def translate_legacy(args: tuple[str, ...], kind: str, v: Version) -> Translatio
                 )
             continue
         change = next((c for c in REMOVED_FLAGS if c.flag == name), None)
+        if change is not None and change.added is not None and v < change.added:
+            errors.append(f"extra_args: {name} does not exist before vLLM {change.added}")
+            i += 1
+            continue
         if change is not None and not v < change.removed:
             has_value = not eq and i + 1 < len(args) and not args[i + 1].startswith("-")
             if change.droppable:

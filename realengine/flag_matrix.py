@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from kit import vllm_versions as vv  # noqa: E402
 
+RENDER = ROOT / "realengine" / "render_commands.py"
 CHECK = ROOT / "scripts" / "check-vllm-flags.py"
 
 VALUES = {
@@ -47,7 +48,7 @@ def probes(v: vv.Version) -> list[tuple[str, list[str], bool]]:
     m = "/models/x"
     out = []
     for c in vv.REMOVED_FLAGS:
-        out.append((c.flag, [m, c.flag, *VALUES.get(c.flag, [])], v < c.removed))
+        out.append((c.flag, [m, c.flag, *VALUES.get(c.flag, [])], c.exists_in(v)))
     out.append(
         (
             "--enable-reasoning",
@@ -72,6 +73,34 @@ def probes(v: vv.Version) -> list[tuple[str, list[str], bool]]:
         )
     )
     return out
+
+
+def check_stacks(
+    python: str, env: dict[str, str], version: str, wrong: list[str]
+) -> tuple[int, int]:
+    """Every shipped stack re-rendered for ``version``, parsed by that version's parser."""
+    rendered = subprocess.run(
+        [sys.executable, str(RENDER), "--vllm-version", version],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        cmds = json.loads(rendered.stdout)
+    except json.JSONDecodeError:
+        wrong.append(f"  rendering failed: {rendered.stderr.strip()[-300:]}")
+        return 0, 0
+    done = subprocess.run(
+        [python, str(CHECK), "--json", "-"], input=json.dumps(cmds), text=True,
+        capture_output=True, env=env,
+    )  # fmt: skip
+    try:
+        results = json.loads(done.stdout)["results"]
+    except (json.JSONDecodeError, KeyError):
+        wrong.append(f"  stack check failed: {done.stderr.strip()[-300:]}")
+        return 0, len(cmds)
+    for cmd, r in zip(cmds, results, strict=True):
+        if not r["ok"]:
+            wrong.append(f"  rendered {cmd['name']}: rejected ({r['stage']}: {r['error'][:160]})")
+    return sum(r["ok"] for r in results), len(results)
 
 
 def main() -> int:
@@ -126,9 +155,11 @@ def main() -> int:
                 wrong.append(f"  {kind} parsers in the table but not in vLLM: {sorted(kit - got)}")
             if got - kit:
                 wrong.append(f"  {kind} parsers in vLLM but not in the table: {sorted(got - kit)}")
+        accepted, total = check_stacks(python, env, version, wrong)
         print(
             f"{version} (vllm {report['vllm']}): {len(ps) - sum('table says' in w for w in wrong)}"
-            f"/{len(ps)} flags as the table says"
+            f"/{len(ps)} flags as the table says; rendered stacks: {accepted}/{total} command "
+            "lines accepted"
         )
         print("\n".join(wrong)) if wrong else None
         bad += bool(wrong)

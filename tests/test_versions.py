@@ -128,3 +128,9 @@ def test_parser_tables_match_released_lists():
     assert len(vv.parsers_in(vv.TOOL_PARSERS, V("0.33.0"))) == 58
     assert "minimax" in vv.parsers_in(vv.TOOL_PARSERS, V("0.23.0"))
     assert "minimax" not in vv.parsers_in(vv.TOOL_PARSERS, V("0.24.0"))
+
+
+def test_flag_not_yet_added():
+    t = vv.translate_legacy(("--cuda-graph-sizes", "8"), "chat", V("0.8.5"))
+    assert t.errors == ("extra_args: --cuda-graph-sizes does not exist before vLLM 0.9.0",)
+    assert vv.translate_legacy(("--cuda-graph-sizes", "8"), "chat", V("0.9.0")).errors == ()

@@ -8,8 +8,8 @@ with CI=true a missing image fails them.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import uuid
