@@ -360,23 +360,34 @@ def _fill_fractions(
     for x in drafts:
         if x.fraction is None and not shared(x):
             x.fraction, x.fraction_source = min(default, headroom), "vllm default"
-    # 2. embed/rerank on shared GPUs get what their model needs
-    for x in drafts:
-        if x.fraction is None and x.svc.kind != "chat":
-            need_gib, why = (
-                POOLING_RESERVE_GIB,
-                (f"model not readable here: at least {POOLING_RESERVE_GIB:g} GiB"),
-            )
-            if x.info and x.info.weights_bytes:
-                w = x.info.weights_bytes / GIB / (x.tp * x.pp)
-                need_gib = w + 1.5
-                why = f"weights {w:.1f} GiB + 1.5 GiB runtime"
-            x.fraction = max(MIN_FRACTION, math.ceil(need_gib / mem * 100) / 100)
-            x.fraction_source = "filled"
-            x.notes.append(
-                f"gpu_memory_utilization not set; the kit chose {x.fraction:.2f} "
-                f"({why}) on GPU {_ids(x.gpus)}, shared with {', '.join(shared(x))}"
-            )
+    # 2. embed/rerank on shared GPUs get what their model needs, but never more than a fair
+    #    share of what the fixed fractions leave on each of their GPUs (a too-small share
+    #    then shows up in the fit check, which says by how much)
+    unset = [x for x in drafts if x.fraction is None]
+    share = {
+        g: (headroom - sum(y.fraction or 0 for y in on_gpu[g] if y.fraction is not None))
+        / max(1, sum(1 for y in on_gpu[g] if y in unset))
+        for g in on_gpu
+    }
+    for x in unset:
+        if x.svc.kind == "chat":
+            continue
+        need_gib = POOLING_RESERVE_GIB
+        why = f"model not readable here: at least {POOLING_RESERVE_GIB:g} GiB"
+        if x.info and x.info.weights_bytes:
+            w = x.info.weights_bytes / GIB / (x.tp * x.pp)
+            need_gib = w + 1.5
+            why = f"weights {w:.1f} GiB + 1.5 GiB runtime"
+        want = max(MIN_FRACTION, math.ceil(need_gib / mem * 100) / 100)
+        fair = math.floor(min(share[g] for g in x.gpus) * 100 + 1e-9) / 100
+        if fair < want:
+            why += f"; capped at its fair share {fair:.2f} of GPU {_ids(x.gpus)}"
+        x.fraction = max(MIN_FRACTION, min(want, fair))
+        x.fraction_source = "filled"
+        x.notes.append(
+            f"gpu_memory_utilization not set; the kit chose {x.fraction:.2f} "
+            f"({why}) on GPU {_ids(x.gpus)}, shared with {', '.join(shared(x))}"
+        )
     # 3. chat services on shared GPUs split what is left under the headroom
     pending = [x for x in drafts if x.fraction is None]
     for x in pending:

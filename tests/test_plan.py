@@ -361,3 +361,18 @@ def test_version_too_old(stack_file):
 def test_version_newer_than_table_warns(stack_file):
     plan = plan_of(stack_file({"defaults": {"vllm_version": "9.0.0"}}))
     assert any("newer than the kit's version table" in w for w in plan.warnings)
+
+
+def test_filled_fractions_never_overshoot_a_small_gpu(stack_file):
+    """Two unreadable pooling models on an 8 GiB GPU: 4 GiB each would sum to 1.00."""
+    path = stack_file(
+        {"host": {"gpu_memory_gib": 8}},
+        services={
+            "emb": {"kind": "embed", "model": "e", "model_source": "hub", "gpus": [1], "port": 1},
+            "rr": {"kind": "rerank", "model": "r", "model_source": "hub", "gpus": [1], "port": 2},
+        },
+    )
+    plan = plan_of(path)
+    assert plan.service("emb").fraction == plan.service("rr").fraction == 0.47
+    assert sum(f for _, f in plan.gpu_map()[1]) <= 0.95
+    assert any("capped at its fair share 0.47 of GPU 1" in n for n in plan.notes)
