@@ -39,7 +39,7 @@ chmod 755 "$HOOK_DIR/nvidia-container-runtime-hook"
 # compose plugin
 compose_bin="$VENV/bin/docker-compose"
 if [ -x "$compose_bin" ]; then
-  for d in "$HOME/.docker/cli-plugins" /usr/local/lib/docker/cli-plugins; do
+  for d in "${HOME:-/root}/.docker/cli-plugins" /usr/local/lib/docker/cli-plugins; do
     mkdir -p "$d"
     ln -sf "$compose_bin" "$d/docker-compose"
   done
