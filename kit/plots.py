@@ -37,12 +37,7 @@ def latency_plot(runs: dict[str, tuple[str, list[Record]]], path: Path) -> Path:
         ax.set_title(f"{title} (ms; solid line p50, dotted p99)", fontsize=10)
         ax.set_xlabel("ms")
         ax.set_ylabel("requests" if title != "ITL" else "gaps")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, path)
 
 
 def throughput_plot(
@@ -70,6 +65,10 @@ def throughput_plot(
     if chat:
         axes[1, 0].set_title("output tokens per second", fontsize=10)
         axes[1, 0].set_xlabel("seconds since start")
+    return _save(fig, axes, path)
+
+
+def _save(fig, axes, path: Path) -> Path:  # type: ignore[no-untyped-def]
     for ax in axes[:, 0]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
