@@ -390,6 +390,7 @@ def _fill_fractions(
         )
     # 3. chat services on shared GPUs split what is left under the headroom
     pending = [x for x in drafts if x.fraction is None]
+    chosen: dict[str, float] = {}
     for x in pending:
         room = []
         for g in x.gpus:
@@ -404,15 +405,13 @@ def _fill_fractions(
                 f"{headroom:.2f}; lower the fractions of {', '.join(shared(x))}"
             )
             left = MIN_FRACTION
+        chosen[x.name] = left
         x.notes.append(
             f"gpu_memory_utilization not set; the kit chose {left:.2f}, what is left under "
             f"headroom {headroom:.2f} beside {', '.join(shared(x))}"
         )
     for x in pending:  # assign after all are computed, so the split is symmetric
-        x.fraction, x.fraction_source = (
-            x.fraction or float(x.notes[-1].split("chose ")[1][:4]),
-            "filled",
-        )
+        x.fraction, x.fraction_source = chosen[x.name], "filled"
     # 4. every GPU's sum stays under the headroom
     for g in sorted(on_gpu):
         users = on_gpu[g]

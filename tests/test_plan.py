@@ -376,3 +376,15 @@ def test_filled_fractions_never_overshoot_a_small_gpu(stack_file):
     assert plan.service("emb").fraction == plan.service("rr").fraction == 0.47
     assert sum(f for _, f in plan.gpu_map()[1]) <= 0.95
     assert any("capped at its fair share 0.47 of GPU 1" in n for n in plan.notes)
+
+
+def test_two_chat_services_without_fractions_split_a_shared_gpu(stack_file):
+    path = stack_file(
+        services={
+            "a": {**SVC, "gpus": [0]},
+            "b": {**SVC, "gpus": [0], "port": 9002, "served_name": "b"},
+        }
+    )
+    plan = plan_of(path)
+    assert plan.service("a").fraction == plan.service("b").fraction == 0.47
+    assert plan.service("b").depends_on == ("a",)
