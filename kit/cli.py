@@ -138,7 +138,7 @@ def up(stack: str, timeout: float | None, keep_on_failure: bool, image: str | No
     out = console()
     if image:
         out.print(
-            f"SIMULATION: every service runs image {image}, not the stack's engine",
+            f"IMAGE OVERRIDE (tests, simulations): every service runs {image}, not {plan.stack.defaults.image}",
             style="bold yellow",
         )
     out.print(

@@ -78,7 +78,7 @@ def test_cli_up_shows_progress_lines_then_smoke_and_down(sim_stack, docker_engin
     runner = CliRunner()
     res = runner.invoke(cli, ["up", str(path), "--image", docker_engine])
     assert res.exit_code == 0, res.output + res.stderr
-    assert "SIMULATION" in res.output
+    assert "IMAGE OVERRIDE" in res.output and docker_engine in res.output
     assert "llm: loading: port closed" in res.output
     assert "llm: ready" in res.output and "is ready after" in res.output
     res = runner.invoke(cli, ["smoke", str(path)])
