@@ -170,13 +170,14 @@ def down(stack: str, volumes: bool) -> None:
 @click.argument("stack")
 def status(stack: str) -> None:
     """Containers, health, GPUs and endpoints of STACK."""
+    from rich import box
     from rich.table import Table
 
     from kit import lifecycle
 
     plan = build_plan(load_stack(stack))
     rows = lifecycle.status(plan, _project(plan))
-    t = Table(title=f"stack '{plan.stack.name}'", title_justify="left")
+    t = Table(title=f"stack '{plan.stack.name}'", box=box.SIMPLE_HEAD, title_justify="left")
     for col in (
         "service",
         "kind",
