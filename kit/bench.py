@@ -194,8 +194,7 @@ async def _run_group(
 ) -> list[RunResult]:
     states = {r.label: RunState(total=r.number) for r in group}
     t0 = time.perf_counter()
-    parallel = sum(r.parallel for r in group)
-    async with loadgen.session(parallel, opts.read_timeout) as sess:
+    async with loadgen.session(opts.read_timeout) as sess:
         ticker = asyncio.create_task(_tick(states, t0, progress)) if progress else None
         try:
             outs = await asyncio.gather(
@@ -212,9 +211,13 @@ async def _run_group(
     ]
 
 
-async def _one(sess, plan: Plan, spec: RunSpec, opts: BenchOptions, state: RunState):  # type: ignore[no-untyped-def]
+def _target(plan: Plan, spec: RunSpec) -> Target:
     ep = endpoint_for(plan, spec.service)
-    target = Target(spec.label, ep.base_url, spec.service.served_name, ep.api_key)
+    return Target(spec.label, ep.base_url, spec.service.served_name, ep.api_key)
+
+
+async def _one(sess, plan: Plan, spec: RunSpec, opts: BenchOptions, state: RunState):  # type: ignore[no-untyped-def]
+    target = _target(plan, spec)
     workload = build(spec.workload, spec.service.served_name, spec.number + opts.warmup)
     return await loadgen.run(
         sess,
@@ -253,9 +256,8 @@ def _write_args(folder: Path, plan: Plan, service: str | None, opts: BenchOption
         "api": opts.api,
         "workload": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts.workload).items()},
         "targets": {
-            r.label: endpoint_for(plan, r.service).base_url + "  (API key: "
-            + ("set, not shown" if endpoint_for(plan, r.service).api_key else "none") + ")"
-            for g in groups for r in g
+            t.name: f"{t.base_url}  (API key: {'set, not shown' if t.api_key else 'none'})"
+            for t in (_target(plan, r) for g in groups for r in g)
         },
     }  # fmt: skip
     (folder / "args.json").write_text(

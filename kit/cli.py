@@ -390,6 +390,7 @@ def bench(stack: str, service: str | None, parallel: str, number: str, rate: flo
     """Load-test SERVICE of STACK (chat, embed or rerank), or several services with --mix."""
     from kit import bench as b
     from kit.errors import CheckFailed
+    from kit.loadgen import error_summary
     from kit.report import BenchProgress, bench_table
     from kit.workload import WorkloadSpec
 
@@ -413,8 +414,6 @@ def bench(stack: str, service: str | None, parallel: str, number: str, rate: flo
         result = b.run_bench(plan, service, opts, mix=mix_map, baseline=baseline, progress=progress)
     out.print(bench_table(result))
     for r in result.runs:
-        from kit.loadgen import error_summary
-
         errors = error_summary(r.records)
         if errors:
             out.print(

@@ -78,6 +78,18 @@ class Endpoint:
     def get(self, path: str, *, timeout: float = 30.0) -> Response:
         return self.request("GET", path, timeout=timeout)
 
+    def served_models(self, *, timeout: float) -> tuple[int, list[str]]:
+        """``GET /v1/models``: its status and the ids it lists (none unless a 200 list).
+        Raises :class:`PortClosed` or ``OSError`` like :meth:`get`."""
+        r = self.get("/v1/models", timeout=timeout)
+        if r.status != 200:
+            return r.status, []
+        try:
+            data = r.json().get("data", [])
+            return r.status, [m.get("id") for m in data if isinstance(m, dict)]
+        except (ValueError, AttributeError):
+            return r.status, []
+
     def post(self, path: str, body: Any, *, timeout: float = 120.0) -> Response:
         return self.request("POST", path, body, timeout=timeout)
 

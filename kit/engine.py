@@ -36,8 +36,6 @@ class ContainerState:
     exit_code: int | None
     restart_count: int
     health: str | None  # starting | healthy | unhealthy | None (no healthcheck)
-    started_at: str | None
-    env: dict[str, str]
 
     @property
     def stopped(self) -> bool:
@@ -119,7 +117,6 @@ class Project:
             if not service:
                 continue
             st = c.state
-            env = dict(e.split("=", 1) for e in (c.config.env or []) if "=" in e)
             out[service] = ContainerState(
                 service=service,
                 id=c.id,
@@ -127,8 +124,6 @@ class Project:
                 exit_code=st.exit_code,
                 restart_count=c.restart_count or 0,
                 health=str(st.health.status) if st.health and st.health.status else None,
-                started_at=str(st.started_at) if st.started_at else None,
-                env=env,
             )
         return out
 

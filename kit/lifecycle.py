@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.client import endpoint_for, port_is_open
+from kit.client import PortClosed, endpoint_for, port_is_open
 from kit.engine import Project, engine_available
 from kit.errors import EngineError, KitError
-from kit.plan import Plan
+from kit.plan import Plan, gpu_ids
 from kit.readiness import Listener, Waiter, WaitResult
 
 
@@ -101,9 +101,6 @@ class ServiceStatus:
 
 
 def status(plan: Plan, project: Project) -> list[ServiceStatus]:
-    from kit.client import PortClosed
-    from kit.plan import gpu_ids
-
     states = project.states()
     out = []
     for s in plan.services:
@@ -112,10 +109,9 @@ def status(plan: Plan, project: Project) -> list[ServiceStatus]:
         served = "-"
         if st is not None and st.status == "running":
             try:
-                r = ep.get("/v1/models", timeout=2)
-                ids = [m.get("id") for m in r.json().get("data", [])] if r.status == 200 else []
-                served = "listed" if s.served_name in ids else f"HTTP {r.status}"
-            except (PortClosed, OSError, ValueError):
+                code, ids = ep.served_models(timeout=2)
+                served = "listed" if s.served_name in ids else f"HTTP {code}, not listed"
+            except (PortClosed, OSError):
                 served = "port closed"
         container = "not created"
         if st is not None:

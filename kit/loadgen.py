@@ -78,7 +78,8 @@ def install_fast_loop() -> bool:
     return True
 
 
-def session(parallel: int, read_timeout: float) -> aiohttp.ClientSession:
+def session(read_timeout: float) -> aiohttp.ClientSession:
+    """Unlimited connections: each run's workers are what caps concurrency."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=3600, enable_cleanup_closed=True),
         cookie_jar=aiohttp.DummyCookieJar(),

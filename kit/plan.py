@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit import vllm_versions as vv
-from kit.errors import StackError
+from kit.errors import KitError, StackError
 from kit.model_info import (
     DTYPE_BYTES,
     GIB,
@@ -85,8 +85,6 @@ class Plan:
             if s.name == name:
                 return s
         known = ", ".join(s.name for s in self.services)
-        from kit.errors import KitError
-
         raise KitError(f"stack '{self.stack.name}' has no service {name!r} (services: {known})")
 
 
@@ -241,7 +239,7 @@ def _check_flags(x: _Draft, version: vv.Version, problems: list[str], notes: lis
         if why:
             problems.append(f"{where}, field '{fieldname}': {why}")
     t = vv.translate_legacy(svc.extra_args, svc.kind, version)
-    problems += [f"{where}, field '{e.split(':', 1)[0]}':{e.split(':', 1)[1]}" for e in t.errors]
+    problems += [f"{where}, field 'extra_args': {e}" for e in t.errors]
     x.notes += list(t.notes)
     for i, a in enumerate(t.args):
         flag = a.partition("=")[0]
@@ -355,6 +353,16 @@ def _fill_fractions(
     def shared(x: _Draft) -> list[str]:
         return sorted({y.name for g in x.gpus for y in on_gpu[g] if y is not x})
 
+    def fair_share(x: _Draft) -> float:
+        """What the set fractions leave under the headroom, split among the services still
+        without one, on x's tightest GPU (rounded down to 0.01)."""
+        room = []
+        for g in x.gpus:
+            fixed = sum(y.fraction for y in on_gpu[g] if y.fraction is not None)
+            waiting = sum(1 for y in on_gpu[g] if y.fraction is None)
+            room.append((headroom - fixed) / max(1, waiting))
+        return math.floor(min(room) * 100 + 1e-9) / 100
+
     # 1. services alone on their GPUs take vLLM's default
     default = vv.default_gpu_memory_utilization(stack.defaults.version)
     for x in drafts:
@@ -363,15 +371,9 @@ def _fill_fractions(
     # 2. embed/rerank on shared GPUs get what their model needs, but never more than a fair
     #    share of what the fixed fractions leave on each of their GPUs (a too-small share
     #    then shows up in the fit check, which says by how much)
-    unset = [x for x in drafts if x.fraction is None]
-    share = {
-        g: (headroom - sum(y.fraction or 0 for y in on_gpu[g] if y.fraction is not None))
-        / max(1, sum(1 for y in on_gpu[g] if y in unset))
-        for g in on_gpu
-    }
-    for x in unset:
-        if x.svc.kind == "chat":
-            continue
+    pooling = [x for x in drafts if x.fraction is None and x.svc.kind != "chat"]
+    fair = {x.name: fair_share(x) for x in pooling}  # before any is set: the split is even
+    for x in pooling:
         need_gib = POOLING_RESERVE_GIB
         why = f"model not readable here: at least {POOLING_RESERVE_GIB:g} GiB"
         if x.info and x.info.weights_bytes:
@@ -379,10 +381,9 @@ def _fill_fractions(
             need_gib = w + 1.5
             why = f"weights {w:.1f} GiB + 1.5 GiB runtime"
         want = max(MIN_FRACTION, math.ceil(need_gib / mem * 100) / 100)
-        fair = math.floor(min(share[g] for g in x.gpus) * 100 + 1e-9) / 100
-        if fair < want:
-            why += f"; capped at its fair share {fair:.2f} of GPU {_ids(x.gpus)}"
-        x.fraction = max(MIN_FRACTION, min(want, fair))
+        if fair[x.name] < want:
+            why += f"; capped at its fair share {fair[x.name]:.2f} of GPU {_ids(x.gpus)}"
+        x.fraction = max(MIN_FRACTION, min(want, fair[x.name]))
         x.fraction_source = "filled"
         x.notes.append(
             f"gpu_memory_utilization not set; the kit chose {x.fraction:.2f} "
@@ -392,12 +393,7 @@ def _fill_fractions(
     pending = [x for x in drafts if x.fraction is None]
     chosen: dict[str, float] = {}
     for x in pending:
-        room = []
-        for g in x.gpus:
-            fixed = sum(y.fraction or 0 for y in on_gpu[g] if y.fraction is not None)
-            waiting = sum(1 for y in on_gpu[g] if y.fraction is None)
-            room.append((headroom - fixed) / max(1, waiting))
-        left = math.floor(min(room) * 100 + 1e-9) / 100
+        left = fair_share(x)
         if left < MIN_FRACTION:
             problems.append(
                 f"service '{x.name}', field 'gpu_memory_utilization': its GPUs "

@@ -176,11 +176,8 @@ class Waiter:
         if health.status != 200:
             return Phase.UNHEALTHY
         try:
-            models = ep.get("/v1/models", timeout=PROBE_TIMEOUT_S)
-            ids = (
-                [m.get("id") for m in models.json().get("data", [])] if models.status == 200 else []
-            )
-        except (OSError, PortClosed, ValueError, AttributeError):
+            _, ids = ep.served_models(timeout=PROBE_TIMEOUT_S)
+        except (OSError, PortClosed):
             return Phase.HEALTHY
         return Phase.READY if p.service.served_name in ids else Phase.HEALTHY
 

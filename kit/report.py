@@ -207,7 +207,6 @@ def bench_table(result) -> Table:  # type: ignore[no-untyped-def]
     def pct(key: str, p: str):  # type: ignore[no-untyped-def]
         return lambda s: None if not s.get(key) else f"{s[key][p]:.1f}"
 
-    row("service", lambda s: None)
     t.add_row(
         "service / parallel", *[f"{r.spec.service.name} / {r.spec.parallel}" for r in result.runs]
     )

@@ -268,6 +268,7 @@ def check_version(v: Version) -> str | None:
 class Translation:
     args: tuple[str, ...]
     notes: tuple[str, ...]
+    #: problems with the flags, each a message for the extra_args field
     errors: tuple[str, ...]
 
 
@@ -293,15 +294,15 @@ def translate_legacy(args: tuple[str, ...], kind: str, v: Version) -> Translatio
                 value = args[i + 1]
                 i += 2
             else:
-                errors.append("extra_args: --task needs a value")
+                errors.append("--task needs a value")
                 i += 1
                 continue
             meant = TASK_TO_KIND.get(value)
             if meant is None:
-                errors.append(f"extra_args: --task {value} is not a task the kit knows")
+                errors.append(f"--task {value} is not a task the kit knows")
             elif meant != kind:
                 errors.append(
-                    f"extra_args: --task {value} means kind '{meant}' but the service is "
+                    f"--task {value} means kind '{meant}' but the service is "
                     f"kind '{kind}'; set kind: {meant} and drop --task"
                 )
             else:
@@ -314,7 +315,7 @@ def translate_legacy(args: tuple[str, ...], kind: str, v: Version) -> Translatio
             continue
         change = next((c for c in REMOVED_FLAGS if c.flag == name), None)
         if change is not None and change.added is not None and v < change.added:
-            errors.append(f"extra_args: {name} does not exist before vLLM {change.added}")
+            errors.append(f"{name} does not exist before vLLM {change.added}")
             i += 1
             continue
         if change is not None and not v < change.removed:
@@ -325,9 +326,7 @@ def translate_legacy(args: tuple[str, ...], kind: str, v: Version) -> Translatio
                 )
                 i += 2 if has_value and name == "--device" else 1
                 continue
-            errors.append(
-                f"extra_args: {name} was removed in vLLM {change.removed}; use {change.instead}"
-            )
+            errors.append(f"{name} was removed in vLLM {change.removed}; use {change.instead}")
             i += 1
             continue
         if a == "--enable-reasoning":

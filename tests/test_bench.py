@@ -199,7 +199,7 @@ def test_concurrency_never_exceeds_parallel():
     async def main():
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with loadgen.session(5, 10) as sess:
+        async with loadgen.session(10) as sess:
             wl = build(WorkloadSpec(api="embeddings"), "e", 40)
             target = loadgen.Target("t", f"http://127.0.0.1:{port}", "e")
             records, duration = await loadgen.run(sess, target, wl, parallel=5, number=40)
