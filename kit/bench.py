@@ -22,7 +22,7 @@ from kit.errors import KitError
 from kit.loadgen import Record, RunState, Target
 from kit.metrics import summarize
 from kit.plan import Plan, ServicePlan
-from kit.workload import DEFAULT_API, WorkloadSpec, build
+from kit.workload import WorkloadSpec, apis_for, build
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,12 @@ def parse_mix(text: str, plan: Plan) -> dict[str, int]:
 
 
 def workload_for(service: ServicePlan, opts: BenchOptions) -> WorkloadSpec:
-    api = opts.api or DEFAULT_API[service.kind]
-    allowed = {"chat": ("chat", "completions"), "embed": ("embeddings",), "rerank": ("rerank",)}
-    if api not in allowed[service.kind]:
+    allowed = apis_for(service.kind)
+    api = opts.api or allowed[0]
+    if api not in allowed:
         raise KitError(
             f"service '{service.name}' is kind {service.kind}: --api {api} does not fit; use "
-            f"{' or '.join(allowed[service.kind])}"
+            f"{' or '.join(allowed)}"
         )
     return replace(opts.workload, api=api)
 

@@ -5,29 +5,71 @@ Errors are :class:`~kit.errors.KitError` and become exit codes in one place: :fu
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kit import __version__
-from kit.errors import KitError
-from kit.lint import lint_stack, lint_templates
-from kit.plan import Plan, build_plan
-from kit.render import RenderOptions, render_compose
-from kit.report import console, print_plan, relative_path
-from kit.spec import list_stacks, load_stack
+from kit.errors import KitError, LintError
+
+if TYPE_CHECKING:  # imported where used: `kit --help` loads none of them (see bench/cli_startup.py)
+    from kit.plan import Plan
 
 
-def _plan(stack: str) -> Plan:
+def _plan(stack: str, *, notes: bool = True) -> Plan:
+    """Plan STACK and show its notes and warnings on stderr (stdout may be a compose file)."""
     plan = build_plan(load_stack(stack))
-    err = console(stderr=True)
-    for w in plan.warnings:
-        err.print(f"warning: {w}", style="yellow")
+    show_notes(plan, notes=notes)
     return plan
 
 
+def show_notes(plan: Plan, *, notes: bool = True) -> None:
+    """Every command that plans says what the plan changed (notes) and what to look at
+    (warnings), on stderr."""
+    if notes:
+        for n in plan.notes:
+            click.echo(f"note: {n}", err=True)
+    for w in plan.warnings:
+        click.secho(f"warning: {w}", err=True, fg="yellow")
+
+
+# Lazy stand-ins for library functions the commands call: importing them here would load
+# pydantic, rich and jinja2 for every command, `kit --help` included.
+def console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    from kit.report import console as make
+
+    return make(stderr=stderr)
+
+
+def relative_path(path: str) -> str:
+    from kit.report import relative_path as rel
+
+    return rel(path)
+
+
+def load_stack(ref: str):  # type: ignore[no-untyped-def]
+    from kit.spec import load_stack as load
+
+    return load(ref)
+
+
+def build_plan(stack):  # type: ignore[no-untyped-def]
+    from kit.plan import build_plan as build
+
+    return build(stack)
+
+
+#: commands imported on first use: name -> (module:attribute, one-line help for `kit --help`)
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "batch": ("kit.cli_batch:batch_command", "Send an OpenAI-format batch file to SERVICE."),
+}
+
+
 class KitGroup(click.Group):
-    """Turns :class:`KitError` into a message on stderr and its exit code: the one place."""
+    """Turns :class:`KitError` into a message on stderr and its exit code: the one place.
+    Also loads heavy subcommands (:data:`LAZY_COMMANDS`) only when they run."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -35,6 +77,28 @@ class KitGroup(click.Group):
         except KitError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, _, attr = LAZY_COMMANDS[cmd_name][0].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS and name not in self.commands:
+                rows.append((name, LAZY_COMMANDS[name][1]))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @click.group(cls=KitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,7 +114,9 @@ def cli() -> None:
 @click.argument("stack")
 def plan(stack: str) -> None:
     """Show the GPU map, start order and each service's engine command line."""
-    p = build_plan(load_stack(stack))
+    from kit.report import print_plan
+
+    p = _plan(stack, notes=False)  # the plan prints its notes itself
     print_plan(console(), p)
 
 
@@ -67,6 +133,8 @@ def plan(stack: str) -> None:
 )
 def render(stack: str, output: Path | None, image: str | None) -> None:
     """Print the compose file for STACK (or write it with -o)."""
+    from kit.render import RenderOptions, render_compose
+
     text = render_compose(_plan(stack), RenderOptions(image=image))
     if output is None:
         click.echo(text, nl=False)
@@ -81,6 +149,9 @@ def render(stack: str, output: Path | None, image: str | None) -> None:
 @click.argument("stacks", nargs=-1)
 def lint(stacks: tuple[str, ...]) -> None:
     """Check templates, and render and validate STACKS (default: every stack in stacks/)."""
+    from kit.lint import lint_stack, lint_templates
+    from kit.spec import list_stacks
+
     refs: list[str | Path] = list(stacks) or list(list_stacks())
     if not refs:
         raise KitError("no stacks to lint: none given and none under stacks/")
@@ -96,16 +167,24 @@ def lint(stacks: tuple[str, ...]) -> None:
             for p in res.problems:
                 click.echo("      " + p.replace("\n", "\n      "))
         for w in res.warnings:
-            click.echo(f"      warning: {w}")
+            click.echo(f"      warning: {w}", err=True)
     if failed:
-        raise KitError(f"lint: {failed} of {len(results)} failed")
+        raise LintError(f"lint: {failed} of {len(results)} failed")
     click.echo(f"lint: {len(results)} passed")
 
 
 def _project(plan: Plan, image: str | None = None):  # type: ignore[no-untyped-def]
     from kit.engine import Project
+    from kit.render import RenderOptions
 
     return Project(plan, options=RenderOptions(image=image))
+
+
+def _deployment(stack: str):  # type: ignore[no-untyped-def]
+    """What runs for STACK, from its deployment record (not from today's stack file)."""
+    from kit.record import deployed
+
+    return deployed(stack)
 
 
 IMAGE_OPTION = click.option(
@@ -161,9 +240,8 @@ def down(stack: str, volumes: bool) -> None:
     """Stop and remove STACK's containers and network (succeeds if it is not up)."""
     from kit import lifecycle
 
-    plan = build_plan(load_stack(stack))
-    lifecycle.down(_project(plan), volumes=volumes)
-    click.echo(f"stack '{plan.stack.name}' is down")
+    name = lifecycle.down_stack(stack, volumes=volumes, warn=lambda m: click.echo(m, err=True))
+    click.echo(f"stack '{name}' is down")
 
 
 @cli.command()
@@ -175,8 +253,16 @@ def status(stack: str) -> None:
 
     from kit import lifecycle
 
-    plan = build_plan(load_stack(stack))
-    rows = lifecycle.status(plan, _project(plan))
+    dep = _deployment(stack)
+    plan = dep.plan
+    rows = lifecycle.status(plan, _project(plan, dep.image_override))
+    err = console(stderr=True)
+    if dep.state != "ready":
+        err.print(f"deployment state: {dep.state}" + (f" ({dep.detail})" if dep.detail else ""),
+                  style="yellow", markup=False, soft_wrap=True)  # fmt: skip
+    drift = dep.drift()
+    if drift:
+        err.print(f"warning: {drift}", style="yellow", markup=False, soft_wrap=True)
     t = Table(title=f"stack '{plan.stack.name}'", box=box.SIMPLE_HEAD, title_justify="left")
     for col in (
         "service",
@@ -201,10 +287,11 @@ def status(stack: str) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 def logs(stack: str, service: str | None, tail: int, follow: bool) -> None:
     """Logs of STACK, or of one SERVICE."""
-    plan = build_plan(load_stack(stack))
+    dep = _deployment(stack)
+    plan = dep.plan
     if service is not None:
         plan.service(service)  # a clear error for an unknown name
-    project = _project(plan)
+    project = _project(plan, dep.image_override)
     if follow:
         for _source, line in project.follow_logs(service, tail=tail):
             click.echo(line.decode("utf-8", "replace"), nl=False)
@@ -222,7 +309,7 @@ def smoke(stack: str, services: tuple[str, ...], max_tokens: int) -> None:
     from kit.report import check_table
     from kit.smoke import smoke as run_smoke
 
-    plan = build_plan(load_stack(stack))
+    plan = _deployment(stack).plan
     checks = run_smoke(plan, list(services) or None, max_tokens=max_tokens)
     console().print(check_table(checks))
     failed = [c for c in checks if not c.ok]
@@ -394,7 +481,7 @@ def bench(stack: str, service: str | None, parallel: str, number: str, rate: flo
     from kit.report import BenchProgress, bench_table
     from kit.workload import WorkloadSpec
 
-    plan = build_plan(load_stack(stack))
+    plan = _deployment(stack).plan
     opts = b.BenchOptions(
         pairs=b.parse_pairs(_ints(parallel), _ints(number)),
         rate=rate, warmup=warmup, read_timeout=read_timeout,
@@ -429,11 +516,6 @@ def bench(stack: str, service: str | None, parallel: str, number: str, rate: flo
             f"bench: failure rate {worst:.2%} above --max-failure-rate {opts.max_failure_rate:.2%} "
             f"in {', '.join(r.spec.label for r in bad)}"
         )
-
-
-from kit.cli_batch import batch_command  # noqa: E402  (registered after the group exists)
-
-cli.add_command(batch_command)
 
 
 def main() -> None:

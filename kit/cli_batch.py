@@ -25,9 +25,8 @@ from rich.text import Text
 
 from kit.batch import BatchInterrupted, BatchOptions, Summary, prepare_batch, run_batch
 from kit.errors import CheckFailed
-from kit.plan import build_plan
+from kit.record import deployed
 from kit.report import console
-from kit.spec import load_stack
 
 #: Seconds between plain progress lines when stderr is not a terminal.
 HEARTBEAT_S = 30.0
@@ -42,7 +41,7 @@ class RateColumn(ProgressColumn):
 
 
 class BatchProgress:
-    """A :class:`kit.batch.BatchListener`: a live bar with rate and ETA on a terminal, a plain
+    """A :class:`kit.batch.run.BatchListener`: a live bar with rate and ETA on a terminal, a plain
     line every ``HEARTBEAT_S`` elsewhere (logs, CI, pipes), nothing when ``quiet``."""
 
     def __init__(self, out: Console, label: str, quiet: bool = False) -> None:
@@ -176,7 +175,7 @@ def batch_command(
     options = BatchOptions(
         concurrency=concurrency, max_retries=max_retries, timeout=timeout, retry_failed=retry_failed
     )
-    plan = build_plan(load_stack(stack))
+    plan = deployed(stack).plan  # what runs (its deployment record), not today's stack file
     job = prepare_batch(plan, service, input_path, output, options)
     err = console(stderr=True)
     for note in job.notes:

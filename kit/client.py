@@ -9,11 +9,12 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit import wire
 from kit.plan import Plan, ServicePlan
 
 
@@ -28,6 +29,10 @@ class Response:
 
     def text(self, limit: int = 300) -> str:
         return self.body.decode("utf-8", "replace")[:limit]
+
+    def error(self) -> wire.WireError | None:
+        """This answer as an error (an HTTP error status, or an error body sent with 200)."""
+        return wire.raw_error(self.status, self.body)
 
 
 class PortClosed(Exception):
@@ -48,14 +53,6 @@ class Endpoint:
     def _conn(self, timeout: float) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def _headers(self, body: bool) -> dict[str, str]:
-        h = {"Accept": "application/json"}
-        if body:
-            h["Content-Type"] = "application/json"
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
-        return h
-
     def request(
         self, method: str, path: str, body: Any | None = None, *, timeout: float = 30.0
     ) -> Response:
@@ -63,7 +60,8 @@ class Endpoint:
         conn = self._conn(timeout)
         t0 = time.perf_counter()
         try:
-            conn.request(method, path, body=data, headers=self._headers(data is not None))
+            headers = wire.json_headers(self.api_key, body=data is not None)
+            conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
         except ConnectionRefusedError:
@@ -81,7 +79,7 @@ class Endpoint:
     def served_models(self, *, timeout: float) -> tuple[int, list[str]]:
         """``GET /v1/models``: its status and the ids it lists (none unless a 200 list).
         Raises :class:`PortClosed` or ``OSError`` like :meth:`get`."""
-        r = self.get("/v1/models", timeout=timeout)
+        r = self.get(wire.MODELS, timeout=timeout)
         if r.status != 200:
             return r.status, []
         try:
@@ -96,18 +94,27 @@ class Endpoint:
     def stream(
         self, path: str, body: Any, *, timeout: float = 120.0
     ) -> Iterator[tuple[float, str]]:
-        """POST and yield ``(seconds since send, data)`` for each SSE ``data:`` line."""
+        """POST and yield ``(seconds since send, data)`` for each SSE event's ``data``."""
         conn = self._conn(timeout)
         t0 = time.perf_counter()
         try:
-            conn.request("POST", path, body=json.dumps(body).encode(), headers=self._headers(True))
+            headers = wire.json_headers(self.api_key)
+            conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
             resp = conn.getresponse()
-            if resp.status != 200:
-                raise StreamError(resp.status, resp.read().decode("utf-8", "replace")[:300])
-            for raw in resp:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if line.startswith("data:"):
-                    yield time.perf_counter() - t0, line[5:].strip()
+            lines: Iterable[bytes] = resp
+            if resp.status != 200 or "json" in (resp.getheader("Content-Type") or ""):
+                # an error instead of a stream (vLLM 0.11 sends some with HTTP 200)
+                raw = resp.read()
+                error = wire.raw_error(resp.status, raw)
+                if error is not None:
+                    raise StreamError(error)
+                lines = (raw,)
+            sse = wire.SSESplitter()
+            for line in lines:
+                for data in sse.feed(line):
+                    yield time.perf_counter() - t0, data.decode("utf-8", "replace").strip()
+            for data in sse.close():
+                yield time.perf_counter() - t0, data.decode("utf-8", "replace").strip()
         except ConnectionRefusedError:
             raise PortClosed(f"{self.base_url}: connection refused") from None
         finally:
@@ -115,10 +122,12 @@ class Endpoint:
 
 
 class StreamError(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
-        self.body = body
+    """A stream request answered with an error instead of a stream."""
+
+    def __init__(self, error: wire.WireError) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.status = error.code
 
 
 def read_api_key(path: Path | None) -> str | None:

@@ -6,9 +6,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException
 
 from kit.client import endpoint_for, port_is_open
-from kit.engine import Project, engine_available
+from kit.engine import engine_available
 from kit.errors import KitError
 from kit.lint import compose_command
 from kit.plan import Plan
@@ -26,16 +30,83 @@ class Finding:
     fix: str = ""
 
 
-def doctor(plan: Plan | None) -> list[Finding]:
-    out = [_engine(), _compose(), _nvidia_driver(), *_gpus(plan)]
+class DockerFacts(Protocol):
+    """What doctor asks the Docker side. :class:`LocalDocker` asks the real one; tests inject
+    a stand-in so the other checks run without Docker."""
+
+    def engine_problem(self) -> str | None:
+        """None when the engine answers, else why not."""
+        ...
+
+    def compose(self) -> tuple[list[str], str]:
+        """The compose command and its version; raises :class:`KitError` when there is none."""
+        ...
+
+    def runtimes(self) -> list[str]:
+        """The engine's container runtimes (``docker info``); empty when it does not answer."""
+        ...
+
+    def project_services(self, project: str) -> set[str]:
+        """Services with a container in compose project ``project``."""
+        ...
+
+
+class LocalDocker:
+    """The docker CLI and compose binary of this machine; ``client`` as in python-on-whales."""
+
+    def __init__(self, client: DockerClient | None = None) -> None:
+        self._client = client
+        self._problem: tuple[str | None] | None = None
+
+    @property
+    def client(self) -> DockerClient:
+        if self._client is None:
+            self._client = DockerClient()
+        return self._client
+
+    def engine_problem(self) -> str | None:
+        if self._problem is None:  # asked once per doctor run
+            self._problem = (engine_available(self._client),)
+        return self._problem[0]
+
+    def compose(self) -> tuple[list[str], str]:
+        cmd = compose_command()
+        ver = subprocess.run(
+            [*cmd, "version", "--short"], capture_output=True, text=True, check=False
+        )
+        return cmd, ver.stdout.strip()
+
+    def runtimes(self) -> list[str]:
+        try:
+            return sorted((self.client.system.info().runtimes or {}).keys())
+        except (DockerException, FileNotFoundError):
+            return []
+
+    def project_services(self, project: str) -> set[str]:
+        try:
+            containers = self.client.container.list(
+                all=True, filters=[("label", f"com.docker.compose.project={project}")]
+            )
+        except (DockerException, FileNotFoundError):
+            return set()
+        return {
+            c.config.labels["com.docker.compose.service"]
+            for c in containers
+            if "com.docker.compose.service" in (c.config.labels or {})
+        }
+
+
+def doctor(plan: Plan | None, *, docker: DockerFacts | None = None) -> list[Finding]:
+    d = docker or LocalDocker()
+    out = [_engine(d), _compose(d), _nvidia_driver(d), *_gpus(plan)]
     if plan is not None:
-        out += _ports(plan) + _models(plan) + _api_key(plan)
+        out += _ports(plan, d) + _models(plan) + _api_key(plan)
     out += _disk(plan)
     return out
 
 
-def _engine() -> Finding:
-    why = engine_available()
+def _engine(docker: DockerFacts) -> Finding:
+    why = docker.engine_problem()
     if why:
         return Finding(
             "docker engine",
@@ -46,33 +117,25 @@ def _engine() -> Finding:
     return Finding("docker engine", "ok", "the engine answers")
 
 
-def _compose() -> Finding:
+def _compose(docker: DockerFacts) -> Finding:
     try:
-        cmd = compose_command()
+        cmd, version = docker.compose()
     except KitError as exc:
         return Finding("docker compose", "fail", exc.message, exc.hint or "")
-    ver = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, check=False)
     how = "plugin" if cmd[-1] == "compose" else f"standalone binary {cmd[0]}"
     fix = (
         ""
         if how == "plugin"
         else "link it into ~/.docker/cli-plugins/docker-compose so `docker compose` works"
     )
-    return Finding(
-        "docker compose", "ok" if not fix else "warn", f"{ver.stdout.strip()} ({how})", fix
-    )
+    return Finding("docker compose", "ok" if not fix else "warn", f"{version} ({how})", fix)
 
 
-def _nvidia_driver() -> Finding:
+def _nvidia_driver(docker: DockerFacts) -> Finding:
     hook = shutil.which(HOOK) or next(
         (str(p) for p in Path("/opt/kit-fake-nvidia/bin").glob(HOOK)), None
     )
-    runtimes = subprocess.run(
-        ["docker", "info", "--format", "{{json .Runtimes}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    runtimes = docker.runtimes()
     if hook and "kit simulation" in Path(hook).read_text(errors="replace"):
         return Finding(
             "NVIDIA device driver",
@@ -80,7 +143,7 @@ def _nvidia_driver() -> Finding:
             f"SIMULATED: {hook} is the kit's no-op hook; containers get NVIDIA_VISIBLE_DEVICES but no GPU",
             "on a GPU host install the NVIDIA Container Toolkit instead",
         )
-    if hook or "nvidia" in runtimes:
+    if hook or any("nvidia" in r for r in runtimes):
         return Finding(
             "NVIDIA device driver",
             "ok",
@@ -126,18 +189,15 @@ def _gpus(plan: Plan | None) -> list[Finding]:
         if len(rows) < h.gpus:
             found.append(Finding("GPUs vs stack", "fail", f"the stack expects {h.gpus} GPUs, this host has {len(rows)}",
                                  "set host.gpus to what the host has"))  # fmt: skip
-        if mem and min(mem) + 0.5 < h.gpu_memory_gib:
+        if mem and min(mem) + 0.5 < h.memory_gib:
             found.append(Finding("GPU memory vs stack", "fail",
-                                 f"the stack assumes {h.gpu_memory_gib:g} GiB per GPU, the smallest here has {min(mem):.1f}",
+                                 f"the stack assumes {h.memory_gib:g} GiB per GPU, the smallest here has {min(mem):.1f}",
                                  "set host.gpu_memory_gib to the real size so the fit checks hold"))  # fmt: skip
     return found
 
 
-def _ports(plan: Plan) -> list[Finding]:
-    try:
-        ours = set(Project(plan).states()) if engine_available() is None else set()
-    except KitError:
-        ours = set()
+def _ports(plan: Plan, docker: DockerFacts) -> list[Finding]:
+    ours = docker.project_services(plan.stack.name) if docker.engine_problem() is None else set()
     out = []
     for s in plan.services:
         ep = endpoint_for(plan, s)

@@ -1,16 +1,24 @@
-"""Engine control: a stack's compose project on the Docker engine, through python-on-whales.
+"""Engine control: a stack's compose project on a container engine.
+
+:class:`Engine` is what the rest of the kit needs from an engine: write the project's files,
+start services, read container states and logs, see a container's GPUs, take the project down.
+:class:`Project` is the real one, on the Docker engine through python-on-whales; nothing else in
+the kit calls Docker for a stack. Tests script containers over fake time with an in-memory
+double of the same interface (``tests/fakeengine.py``).
 
 A :class:`Project` owns one folder (``$KIT_STATE_DIR/projects/<stack>``, default
-``~/.local/state/kit``) holding the rendered compose file and its ``.env``. Everything the kit
-does to containers goes through here; nothing else calls Docker.
+``~/.local/state/kit``) holding the rendered compose file, its ``.env`` and the deployment
+record (:mod:`kit.record`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
@@ -19,6 +27,8 @@ from kit.errors import EngineError
 from kit.plan import Plan
 from kit.render import RenderOptions, render_compose, render_env
 
+T = TypeVar("T")
+
 
 def state_dir() -> Path:
     env = os.environ.get("KIT_STATE_DIR")
@@ -26,6 +36,11 @@ def state_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "kit"
+
+
+def project_folder(name: str) -> Path:
+    """Where the files of compose project ``name`` live."""
+    return state_dir() / "projects" / name
 
 
 @dataclass(frozen=True)
@@ -42,17 +57,85 @@ class ContainerState:
         return self.status in ("exited", "dead", "removing")
 
 
-class Project:
-    """The compose project of one stack."""
+class Engine(Protocol):
+    """One stack's compose project on a container engine: what the kit needs from it.
 
-    def __init__(self, plan: Plan, *, options: RenderOptions | None = None) -> None:
+    Implementations: :class:`Project` (Docker, through python-on-whales) and the in-memory test
+    double in ``tests/fakeengine.py``. Failures of the engine raise
+    :class:`~kit.errors.EngineError`.
+    """
+
+    #: the compose project name (the stack's name)
+    name: str
+    #: what the project runs; its files are rendered from it
+    plan: Plan
+    options: RenderOptions
+    #: the project's folder: compose file, ``.env``, deployment record
+    folder: Path
+
+    def available(self) -> str | None:
+        """``None`` when the engine answers, else why not."""
+        ...
+
+    def write(self) -> bool:
+        """Render the project's files into :attr:`folder`. True if they changed."""
+        ...
+
+    def start(self, services: Sequence[str]) -> None:
+        """Create and start ``services`` (without their dependencies); returns at once."""
+        ...
+
+    def states(self) -> dict[str, ContainerState]:
+        """The project's containers by service, stopped ones included."""
+        ...
+
+    def logs(self, service: str | None = None, *, tail: int | None = 200) -> str: ...
+
+    def follow_logs(
+        self, service: str | None = None, *, tail: int | None = 200
+    ) -> Iterable[tuple[str, bytes]]:
+        """``(source, line)`` pairs as they come, until the containers stop."""
+        ...
+
+    def container_logs(self, container_id: str, *, tail: int = 60) -> str:
+        """Logs of one container, also after it exited; a note instead of an error."""
+        ...
+
+    def visible_devices(self, container_id: str) -> str | None:
+        """``NVIDIA_VISIBLE_DEVICES`` as the container's main process sees it."""
+        ...
+
+    def down(self, *, volumes: bool = False) -> None:
+        """Stop and remove the project's containers and network (nothing running: no-op)."""
+        ...
+
+    def remove_folder(self) -> None: ...
+
+
+class Project:
+    """The compose project of one stack on the Docker engine.
+
+    ``client``: the python-on-whales client to use, configured for this project (compose file,
+    project name, project directory, env file); default: one for :attr:`folder` and the
+    ``docker`` CLI. ``docker``: the client for engine-wide calls (``docker info``).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        options: RenderOptions | None = None,
+        client: DockerClient | None = None,
+        docker: DockerClient | None = None,
+    ) -> None:
         self.plan = plan
         self.name = plan.stack.name
         self.options = options or RenderOptions()
-        self.folder = state_dir() / "projects" / self.name
+        self.folder = project_folder(self.name)
         self.compose_file = self.folder / "docker-compose.yml"
         self.env_file = self.folder / ".env"
-        self._client: DockerClient | None = None
+        self._client = client
+        self._docker = docker
 
     # --- files ----------------------------------------------------------------------------
 
@@ -73,9 +156,9 @@ class Project:
 
     @property
     def client(self) -> DockerClient:
+        if not self.compose_file.exists():
+            self.write()
         if self._client is None:
-            if not self.compose_file.exists():
-                self.write()
             self._client = DockerClient(
                 compose_files=[self.compose_file],
                 compose_project_name=self.name,
@@ -86,13 +169,16 @@ class Project:
 
     # --- actions --------------------------------------------------------------------------
 
-    def start(self, services: list[str]) -> None:
+    def available(self) -> str | None:
+        return engine_available(self._docker)
+
+    def start(self, services: Sequence[str]) -> None:
         """Create and start ``services`` without waiting for their dependencies: the kit
         orders starts itself (see :mod:`kit.readiness`), so nothing here blocks for minutes."""
         self._run(
             "start",
             lambda: self.client.compose.up(
-                services=services, detach=True, dependencies=False, quiet=True, color=False
+                services=list(services), detach=True, dependencies=False, quiet=True, color=False
             ),
         )
 
@@ -106,10 +192,7 @@ class Project:
 
     def states(self) -> dict[str, ContainerState]:
         """Current containers of the project by service (one replica per service)."""
-        try:
-            containers = self.client.compose.ps(all=True)
-        except DockerException as exc:
-            raise EngineError(f"docker compose ps failed: {_stderr(exc)}") from None
+        containers = self._run("ps", lambda: self.client.compose.ps(all=True))
         out: dict[str, ContainerState] = {}
         for c in containers:
             labels = c.config.labels or {}
@@ -128,16 +211,18 @@ class Project:
         return out
 
     def logs(self, service: str | None = None, *, tail: int | None = 200) -> str:
-        try:
-            return self.client.compose.logs(
+        return self._run(
+            "logs",
+            lambda: self.client.compose.logs(
                 services=[service] if service else [],
                 tail=str(tail) if tail is not None else None,
                 no_log_prefix=service is not None,
-            )
-        except DockerException as exc:
-            raise EngineError(f"docker compose logs failed: {_stderr(exc)}") from None
+            ),
+        )
 
-    def follow_logs(self, service: str | None = None, *, tail: int | None = 200):  # type: ignore[no-untyped-def]
+    def follow_logs(
+        self, service: str | None = None, *, tail: int | None = 200
+    ) -> Iterable[tuple[str, bytes]]:
         return self.client.compose.logs(
             services=[service] if service else [],
             tail=str(tail) if tail is not None else None,
@@ -166,9 +251,9 @@ class Project:
                 return value.strip()
         return None
 
-    def _run(self, what: str, fn) -> None:  # type: ignore[no-untyped-def]
+    def _run(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            fn()
+            return fn()
         except DockerException as exc:
             raise EngineError(
                 f"docker compose {what} failed for '{self.name}': {_stderr(exc)}"
@@ -178,17 +263,35 @@ class Project:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def down_by_name(name: str, *, volumes: bool = False, docker: DockerClient | None = None) -> None:
+    """Take compose project ``name`` down without a plan: by its labels, with the compose file
+    left in its folder if there is one. For when the deployment record cannot be read."""
+    folder = project_folder(name)
+    compose_file = folder / "docker-compose.yml"
+    client = docker or DockerClient(
+        compose_files=[compose_file] if compose_file.is_file() else [],
+        compose_project_name=name,
+        compose_project_directory=folder if folder.is_dir() else None,
+    )
+    try:
+        client.compose.down(remove_orphans=True, volumes=volumes, timeout=30, quiet=True)
+    except DockerException as exc:
+        raise EngineError(f"docker compose down failed for '{name}': {_stderr(exc)}") from None
+
+
 def _stderr(exc: DockerException) -> str:
     text = (exc.stderr or exc.stdout or str(exc) or "").strip()
     return text.splitlines()[-1] if text else "unknown error"
 
 
-def engine_available() -> str | None:
+def engine_available(docker: DockerClient | None = None) -> str | None:
     """``None`` when the engine answers, else why not (for doctor and friendly errors)."""
-    if shutil.which("docker") is None:
+    if docker is None and shutil.which("docker") is None:
         return "the docker CLI is not installed"
     try:
-        DockerClient().system.info()
+        (docker or DockerClient()).system.info()
     except DockerException as exc:
         return f"the Docker engine does not answer: {_stderr(exc)}"
+    except FileNotFoundError as exc:
+        return f"the docker CLI cannot be run: {exc}"
     return None

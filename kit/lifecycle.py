@@ -1,20 +1,27 @@
-"""Bring a planned stack up, look at it, take it down."""
+"""Bring a planned stack up, look at it, take it down.
+
+``up`` records what it deployed (:mod:`kit.record`) in the project folder: ``starting`` before
+the first container, ``ready`` when every service is. A failed ``up`` removes what it started
+and the record with it; with ``keep_on_failure`` both stay (state ``failed``), so ``kit logs``
+and ``kit down`` still find what runs. ``down`` removes the record once the containers are gone.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.client import PortClosed, endpoint_for, port_is_open
-from kit.engine import Project, engine_available
+from kit import record
+from kit.client import PortClosed
+from kit.engine import Engine
 from kit.errors import EngineError, KitError
 from kit.plan import Plan, gpu_ids
-from kit.readiness import Listener, Waiter, WaitResult
+from kit.readiness import Clock, Endpoints, HttpEndpoints, Listener, Waiter, WaitResult
 
 
-def preflight(plan: Plan, project: Project) -> None:
+def preflight(plan: Plan, project: Engine, endpoints: Endpoints | None = None) -> None:
     """Refuse to start anything that would fail for a reason known in advance."""
-    why = engine_available()
+    why = project.available()
     if why:
         raise EngineError(why, hint="start it (scripts/docker-up.sh here), then `kit doctor`")
     key_file = plan.stack.api_key_file()
@@ -34,11 +41,12 @@ def preflight(plan: Plan, project: Project) -> None:
             "model folders missing on this host: " + "; ".join(missing),
             hint="download the models there, or fix defaults.model_root / model (`kit doctor`)",
         )
+    net = endpoints or HttpEndpoints()
     ours = set(project.states())
     busy = []
     for s in plan.services:
-        ep = endpoint_for(plan, s)
-        if s.name not in ours and port_is_open(ep.host, s.port):
+        ep = net.endpoint(plan, s)
+        if s.name not in ours and net.port_is_open(ep.host, ep.port):
             busy.append(f"{s.name} ({plan.stack.defaults.bind_address}:{s.port})")
     if busy:
         raise KitError(
@@ -49,43 +57,95 @@ def preflight(plan: Plan, project: Project) -> None:
 
 def up(
     plan: Plan,
-    project: Project,
+    project: Engine,
     *,
     timeout: float | None = None,
     keep_on_failure: bool = False,
     listener: Listener | None = None,
+    endpoints: Endpoints | None = None,
+    clock: Clock | None = None,
 ) -> WaitResult:
     """Start every service in plan order and wait until all are ready.
 
     On any failure (a crash, a timeout, Ctrl-C) everything is removed again unless
     ``keep_on_failure``; the error says what happened and why.
     """
-    preflight(plan, project)
+    preflight(plan, project, endpoints)
     project.write()
+    started_at = record.utc_now()
+    image = project.options.image
+
+    def write_record(state: str, detail: str = "") -> None:
+        record.write(
+            project.folder,
+            plan,
+            image_override=image,
+            state=state,
+            detail=detail,
+            started_at=started_at,
+        )
+
+    write_record("starting")
     try:
-        return Waiter(project, timeout=timeout, listener=listener).run()
+        result = Waiter(
+            project, timeout=timeout, listener=listener, endpoints=endpoints, clock=clock
+        ).run()
     except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).split("\n")[0]
         if keep_on_failure:
+            write_record("failed", why)
             note = f"kept for debugging: `kit logs {plan.stack.name}`, then `kit down {plan.stack.name}`"
         else:
             try:
                 project.down()
+                record.remove(project.folder)
                 note = "removed what was started (use --keep-on-failure to keep it)"
             except EngineError as down_exc:
+                write_record("failed", why)
                 note = f"could not remove it: {down_exc}"
         if isinstance(exc, KitError):
             exc.message += f"\n  {note}"
         elif isinstance(exc, KeyboardInterrupt):
             raise KitError(f"interrupted: {note}") from None
         raise
+    write_record("ready")
+    return result
 
 
-def down(project: Project, *, volumes: bool = False) -> None:
-    why = engine_available()
+def down(project: Engine, *, volumes: bool = False) -> None:
+    """Remove the project's containers and network, then its deployment record. Succeeds
+    when nothing runs."""
+    why = project.available()
     if why:
         raise EngineError(why)
     project.write()  # works even when the stack was never up, or its folder is gone
     project.down(volumes=volumes)
+    record.remove(project.folder)
+
+
+def down_stack(ref: str, *, volumes: bool = False, warn=print) -> str:  # type: ignore[no-untyped-def]
+    """Take down what runs for the stack ``ref`` (a name or a stack file path): the project its
+    deployment record names, else the one its stack file plans (no record: not up, or started
+    by an older kit). Returns the project name. ``warn`` is told about an unusable record."""
+    from kit.engine import Project, down_by_name
+    from kit.render import RenderOptions
+
+    try:
+        dep = record.find(ref)
+    except record.RecordError as exc:  # unusable record: take its project down by name
+        warn(f"warning: {exc.message}")
+        down_by_name(exc.project, volumes=volumes)
+        record.remove(exc.path.parent)
+        return exc.project
+    if dep is None:
+        from kit.plan import build_plan
+        from kit.spec import load_stack
+
+        plan, image = build_plan(load_stack(ref)), None
+    else:
+        plan, image = dep.plan, dep.image_override
+    down(Project(plan, options=RenderOptions(image=image)), volumes=volumes)
+    return plan.stack.name
 
 
 @dataclass(frozen=True)
@@ -100,12 +160,15 @@ class ServiceStatus:
     served: str
 
 
-def status(plan: Plan, project: Project) -> list[ServiceStatus]:
+def status(
+    plan: Plan, project: Engine, *, endpoints: Endpoints | None = None
+) -> list[ServiceStatus]:
+    net = endpoints or HttpEndpoints()
     states = project.states()
     out = []
     for s in plan.services:
         st = states.get(s.name)
-        ep = endpoint_for(plan, s)
+        ep = net.endpoint(plan, s)
         served = "-"
         if st is not None and st.status == "running":
             try:

@@ -3,9 +3,10 @@ arrivals) and times every request the way ``vllm bench serve`` does.
 
 Built on aiohttp (and uvloop when installed): against an instant local server on 2 cores it
 drives thousands of streamed requests per second, so the client is never what is measured
-(``bench/client_speed.py``). The hot path touches bytes only: SSE events are split by hand, an
-event "carries output" when a regex finds a non-empty content/reasoning/text field, and JSON is
-parsed once per request, for the usage chunk.
+(``bench/client_speed.py``). The hot path touches bytes only: :class:`kit.wire.SSESplitter`
+cuts the stream into events, an event "carries output" when :func:`kit.wire.carries_output`
+finds a non-empty content/reasoning/text field (however the JSON is spaced), and JSON is parsed
+only for error events.
 """
 
 from __future__ import annotations
@@ -13,23 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from kit import wire
 from kit.workload import Workload
 
-#: an SSE event with generated output (chat deltas, reasoning, or completions text)
-_OUTPUT = re.compile(rb'"(?:content|reasoning_content|reasoning|text)":"(?!")')
-_USAGE = re.compile(rb'"usage":\{')
-_INT = {
-    key: re.compile(rb'"' + key.encode() + rb'":(\d+)')
-    for key in ("prompt_tokens", "completion_tokens", "total_tokens")
-}
 ERROR_BODY_LIMIT = 2000
+#: the hot path's byte searches (:func:`kit.wire.carries_output`, :func:`kit.wire.has_usage`)
+_output = wire.OUTPUT_RE.search
+_usage = wire.USAGE_RE.search
 
 
 @dataclass
@@ -109,8 +106,7 @@ async def run(
     """
     url = target.base_url + workload.path
     headers = {"Content-Type": "application/json", "Accept": "*/*"}
-    if target.api_key:
-        headers["Authorization"] = f"Bearer {target.api_key}"
+    headers |= wire.auth_header(target.api_key)
     send = _stream if workload.stream else _plain
     state = state or RunState()
     state.total = number
@@ -173,42 +169,48 @@ async def _stream(
     rec: Record,
     clock: Callable[[], float],
 ) -> None:
+    """One streamed request: output events set TTFT and ITL, the usage event gives the token
+    counts, an error event fails it. Locals only in the loop: it runs once per event."""
     start = clock()
     rec.start = start
-    last = None
-    chunks = 0
+    sse = wire.SSESplitter()
+    last: float | None = None
+    events = chunks = 0
     usage: bytes | None = None
+    first: bytes | None = None  # the first event without output or usage, for the message
+    head = b""  # the stream's first bytes, for the message
     try:
         async with sess.post(url, data=body, headers=headers) as resp:
             rec.status = resp.status
             if resp.status != 200:
-                rec.error = f"HTTP {resp.status}: " + (await resp.read())[:ERROR_BODY_LIMIT].decode(
-                    "utf-8", "replace"
-                )
+                _http_error(rec, await resp.read())
                 rec.e2e = clock() - start
                 return
-            buf = b""
-            async for data in resp.content.iter_any():
+            content = resp.content
+            while True:
+                data = await content.readany()
                 now = clock()
-                buf += data
-                while True:
-                    cut = buf.find(b"\n\n")
-                    if cut < 0:
-                        break
-                    ev, buf = buf[:cut], buf[cut + 2 :]
-                    if _OUTPUT.search(ev):
+                if not head:
+                    head = data[:300]
+                got = sse.feed(data) if data else sse.close()
+                events += len(got)
+                for ev in got:
+                    if _output(ev):
                         if last is None:
                             rec.ttft = now - start
                         else:
                             rec.itl.append(now - last)
                         last = now
                         chunks += 1
-                    elif _USAGE.search(ev):
+                    elif _usage(ev):
                         usage = ev
-                    elif ev.startswith(b'data: {"error"') or b'"object":"error"' in ev:
-                        rec.error = "error event in stream: " + ev[6:ERROR_BODY_LIMIT].decode(
-                            "utf-8", "replace"
-                        )
+                    else:
+                        first = first or ev
+                        err = wire.sse_error(ev)
+                        if err is not None:
+                            rec.error = f"error event in stream (code {err.code}): " + _text(ev)
+                if not data:
+                    break
         rec.e2e = clock() - start
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         rec.e2e = clock() - start
@@ -217,15 +219,24 @@ async def _stream(
     if rec.error is not None:
         return
     if usage is not None:
-        rec.output_tokens = _int(usage, "completion_tokens")
-        rec.prompt_tokens = _int(usage, "prompt_tokens")
+        rec.output_tokens = wire.int_field(usage, "completion_tokens")
+        rec.prompt_tokens = wire.int_field(usage, "prompt_tokens")
         rec.count_source = "usage"
     else:
         rec.output_tokens, rec.count_source = chunks, "chunks"
     if chunks == 0:
-        rec.error = "stream ended without output"
+        rec.error = _no_output(events, first, head)
         return
     rec.ok = True
+
+
+def _no_output(events: int, first: bytes | None, head: bytes) -> str:
+    """Why a stream counts as failed without output: what it held instead."""
+    if events == 0:
+        return f"no SSE data event in the stream; it began: {_text(head, 300)!r}"
+    fields = "/".join(wire.OUTPUT_FIELDS)
+    seen = f"; the first: {_text(first, 300)}" if first is not None else ""
+    return f"no output field ({fields}) in {events} events{seen}"
 
 
 async def _plain(
@@ -247,23 +258,29 @@ async def _plain(
         rec.e2e = clock() - start
         rec.error = f"{type(exc).__name__}: {exc}"
         return
-    if rec.status != 200:
-        rec.error = f"HTTP {rec.status}: " + payload[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
+    if _http_error(rec, payload):
         return
-    if b'"error"' in payload[:20] or payload.startswith(b'{"object":"error"'):
-        rec.error = "error body: " + payload[:ERROR_BODY_LIMIT].decode("utf-8", "replace")
-        return
-    rec.prompt_tokens = _int(payload, "prompt_tokens")
+    rec.prompt_tokens = wire.int_field(payload, "prompt_tokens")
     if rec.prompt_tokens is None:
-        rec.prompt_tokens = _int(payload, "total_tokens")
-    rec.output_tokens = _int(payload, "completion_tokens")
+        rec.prompt_tokens = wire.int_field(payload, "total_tokens")
+    rec.output_tokens = wire.int_field(payload, "completion_tokens")
     rec.count_source = "usage" if rec.prompt_tokens is not None else None
     rec.ok = True
 
 
-def _int(blob: bytes, key: str) -> int | None:
-    m = _INT[key].search(blob)
-    return int(m[1]) if m else None
+def _http_error(rec: Record, payload: bytes) -> bool:
+    """Record the answer's error, if it is one (an error status, or an error body sent with
+    HTTP 200); the error text keeps the body as sent."""
+    err = wire.raw_error(rec.status, payload)
+    if err is None:
+        return False
+    how = f" with an error body (code {err.code})" if err.in_body else ""
+    rec.error = f"HTTP {rec.status}{how}: " + _text(payload)
+    return True
+
+
+def _text(blob: bytes | None, limit: int = ERROR_BODY_LIMIT) -> str:
+    return (blob or b"")[:limit].decode("utf-8", "replace")
 
 
 def error_summary(records: list[Record], limit: int = 3) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kit import kinds
 from kit.loadgen import Record
 
 PERCENTILES = (50, 90, 95, 99)
@@ -48,7 +49,7 @@ def summarize(records: list[Record], duration: float, kind: str) -> dict[str, An
         "request_throughput": len(ok) / dur,
         "e2e_ms": stats_ms([r.e2e for r in ok]),
     }
-    if kind == "chat":
+    if kinds.kind(kind).generates:
         output = sum(r.output_tokens or 0 for r in ok)
         sources = {r.count_source for r in ok}
         out.update(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit import kinds
+
 GIB = 1024**3
 
 DTYPE_BYTES = {
@@ -24,9 +26,6 @@ DTYPE_BYTES = {
     "fp8": 1,
     "int8": 1,
 }
-
-#: Memory vLLM needs beyond weights and KV cache (activations, CUDA graphs, NCCL buffers).
-RUNTIME_OVERHEAD_GIB = {"chat": 2.0, "embed": 1.0, "rerank": 1.0}
 
 
 @dataclass(frozen=True)
@@ -156,11 +155,12 @@ def estimate_fit(
     )
     weights = info.weights_bytes * scale / (tp * pp) / GIB
     kv_token = info.kv_bytes_per_token(tp, pp, kv_dtype_bytes)
-    kv = (kv_token or 0) * tokens / GIB if kind == "chat" else 0.0
+    k = kinds.kind(kind)
+    kv = (kv_token or 0) * tokens / GIB if k.generates else 0.0
     return FitEstimate(
         weights_gib=weights,
         kv_gib=kv,
-        overhead_gib=RUNTIME_OVERHEAD_GIB[kind],
+        overhead_gib=k.runtime_gib,
         budget_gib=gpu_memory_gib * fraction,
         tokens=tokens,
         weights_source=info.weights_source,

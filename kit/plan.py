@@ -12,7 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit import gpus as gpu_models
+from kit import kinds
 from kit import vllm_versions as vv
+from kit.command import check_extra_args, serve_args
 from kit.errors import KitError, StackError
 from kit.model_info import (
     DTYPE_BYTES,
@@ -23,19 +26,15 @@ from kit.model_info import (
     estimate_fit,
     read_model,
 )
-from kit.spec import OWNED_FLAGS, Service, Stack
+from kit.spec import Service, Stack
 
 #: The port vLLM listens on inside every container; the host port is the stack's.
 CONTAINER_PORT = 8000
 #: Where the model folder is mounted inside the container.
 MODEL_MOUNT = "/models"
-#: What the kit reserves for an embed/rerank service on a shared GPU when it can't read the model.
-POOLING_RESERVE_GIB = 4.0
 MIN_FRACTION = 0.05
-#: Start-up budgets (seconds) before a service counts as hung, when the stack sets none.
-STARTUP_BASE = {"chat": 600, "embed": 300, "rerank": 300}
-STARTUP_UNKNOWN = {"chat": 1800, "embed": 600, "rerank": 600}
-STARTUP_PER_GIB = 2.0
+#: host ports below this need root to bind: a warning, not an error
+PRIVILEGED_PORTS = 1024
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,8 @@ class _Draft:
     model_arg: str = ""
     host_path: str | None = None
     extra: tuple[str, ...] = ()
+    #: canonical extra flag -> value, as the engine will see it
+    extra_flags: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,6 +124,13 @@ def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
     except ValueError as exc:
         problems.append(f"field 'defaults.vllm_version': {exc}")
 
+    if stack.name_from_file and stack.name != Path(stack.name_from_file).stem:
+        notes.append(
+            f"project name '{stack.name}' derived from the file name '{stack.name_from_file}' "
+            "(compose project names allow only a-z, 0-9, '-' and '_'; set name: to choose one)"
+        )
+    warnings += _host_warnings(stack)
+
     drafts = [_draft(stack, name, svc, problems) for name, svc in stack.services.items()]
 
     # names and ports
@@ -131,7 +139,7 @@ def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
 
     # version-dependent flags and parsers
     for x in drafts:
-        _check_flags(x, version, problems, notes)
+        _check_flags(x, version, problems, warnings)
 
     # models readable on this machine
     for x in drafts:
@@ -142,7 +150,7 @@ def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
     if problems:
         raise StackError(_label(stack), problems)
 
-    _place(stack, drafts, problems, notes)
+    _place(stack, drafts, problems, notes, warnings)
     if problems:
         raise StackError(_label(stack), problems)
 
@@ -159,6 +167,7 @@ def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
     plans = tuple(_finish(stack, x, deps[x.name], fits[x.name], version) for x in order)
     for x in order:
         notes += [f"{x.name}: {n}" for n in x.notes]
+    warnings += _exposure_warnings(stack, plans)
     return Plan(stack=stack, services=plans, notes=tuple(notes), warnings=tuple(warnings))
 
 
@@ -224,7 +233,7 @@ def _unique(drafts, key, fieldname: str, what: str, problems: list[str]) -> None
             seen[k] = x.name
 
 
-def _check_flags(x: _Draft, version: vv.Version, problems: list[str], notes: list[str]) -> None:
+def _check_flags(x: _Draft, version: vv.Version, problems: list[str], warnings: list[str]) -> None:
     svc, where = x.svc, f"service '{x.name}'"
     for fieldname, parser, table in (
         ("reasoning_parser", svc.reasoning_parser, vv.REASONING_PARSERS),
@@ -232,25 +241,20 @@ def _check_flags(x: _Draft, version: vv.Version, problems: list[str], notes: lis
     ):
         if parser is None:
             continue
-        if svc.kind != "chat":
-            problems.append(f"{where}, field '{fieldname}': only chat services take a parser")
+        if not kinds.kind(svc.kind).generates:
+            problems.append(
+                f"{where}, field '{fieldname}': only chat services take a parser (this service "
+                f"is kind '{svc.kind}')"
+            )
             continue
         why = vv.parser_problem(table, parser, version)
         if why:
             problems.append(f"{where}, field '{fieldname}': {why}")
-    t = vv.translate_legacy(svc.extra_args, svc.kind, version)
-    problems += [f"{where}, field 'extra_args': {e}" for e in t.errors]
-    x.notes += list(t.notes)
-    for i, a in enumerate(t.args):
-        flag = a.partition("=")[0]
-        if flag in OWNED_FLAGS:
-            problems.append(
-                f"{where}, field 'extra_args': {flag} is set by the kit; use the "
-                f"'{OWNED_FLAGS[flag]}' field instead"
-            )
-        if flag == "--enable-reasoning" or (i == 0 and not a.startswith("-")):
-            problems.append(f"{where}, field 'extra_args': unexpected argument {a!r}")
-    x.extra = t.args
+    checked = check_extra_args(svc, version)
+    problems += [f"{where}, field 'extra_args': {p}" for p in checked.problems]
+    warnings += [f"{x.name}: extra_args: {w}" for w in checked.warnings]
+    x.notes += list(checked.notes)
+    x.extra, x.extra_flags = checked.args, checked.flags
 
 
 def _locate_model(stack: Stack, x: _Draft, problems: list[str]) -> None:
@@ -262,6 +266,20 @@ def _locate_model(stack: Stack, x: _Draft, problems: list[str]) -> None:
     if svc.model.startswith("/"):
         host = svc.model  # an absolute host folder
         inside = f"{MODEL_MOUNT}/{Path(svc.model).name}"
+        if root is not None:
+            root_path = Path(stack.host_path(root))
+            if not Path(host).is_relative_to(root_path):
+                problems.append(
+                    f"service '{x.name}', field 'model': {svc.model!r} is outside model_root "
+                    f"{root_path}: give the folder relative to model_root, or move model_root"
+                )
+                return
+            if Path(host) == root_path:
+                problems.append(
+                    f"service '{x.name}', field 'model': {svc.model!r} is model_root itself: "
+                    "name the model's folder under it"
+                )
+                return
     elif root is None:
         problems.append(
             f"service '{x.name}', field 'model': {svc.model!r} is a local folder but "
@@ -269,8 +287,16 @@ def _locate_model(stack: Stack, x: _Draft, problems: list[str]) -> None:
         )
         return
     else:
-        host = f"{stack.host_path(root).rstrip('/')}/{svc.model}"
+        root_path = Path(stack.host_path(root))
+        host = f"{str(root_path).rstrip('/')}/{svc.model}"
         inside = f"{MODEL_MOUNT}/{svc.model}"
+        real = Path(host).resolve()
+        if Path(host).exists() and not real.is_relative_to(root_path.resolve()):
+            problems.append(
+                f"service '{x.name}', field 'model': {svc.model!r} leads outside model_root "
+                f"(a symbolic link to {real}); mount that folder as model_root instead"
+            )
+            return
     x.model_arg, x.host_path = inside, host
 
 
@@ -308,7 +334,13 @@ def _inspect_model(x: _Draft, problems: list[str], warnings: list[str]) -> None:
         )
 
 
-def _place(stack: Stack, drafts: list[_Draft], problems: list[str], notes: list[str]) -> None:
+def _place(
+    stack: Stack,
+    drafts: list[_Draft],
+    problems: list[str],
+    notes: list[str],
+    warnings: list[str],
+) -> None:
     """Deterministic placement for services given a GPU count.
 
     Largest first; a contiguous window of neighbouring ids; prefer windows with no service
@@ -338,13 +370,19 @@ def _place(stack: Stack, drafts: list[_Draft], problems: list[str], notes: list[
         msg = f"placed on GPU{'s' if n > 1 else ''} {_ids(best)} (asked for {n})"
         if shared:
             msg += f"; no free window of {n}, shares GPU {_ids(tuple(shared))}"
+            others = sorted({y.name for y in drafts if y is not x and set(y.gpus) & set(shared)})
+            warnings.append(
+                f"{x.name}: automatic placement found no {n} free GPU{'s' if n > 1 else ''}; it "
+                f"shares GPU {_ids(tuple(shared))} with {', '.join(others)} (memory fractions are "
+                "split, and they start one after another): give explicit gpus to avoid it"
+            )
         x.notes.append(msg)
 
 
 def _fill_fractions(
     stack: Stack, drafts: list[_Draft], problems: list[str], notes: list[str]
 ) -> None:
-    mem, headroom = stack.host.gpu_memory_gib, stack.defaults.headroom
+    mem, headroom = stack.host.memory_gib, stack.defaults.headroom
     on_gpu: dict[int, list[_Draft]] = defaultdict(list)
     for x in drafts:
         for g in x.gpus:
@@ -371,15 +409,17 @@ def _fill_fractions(
     # 2. embed/rerank on shared GPUs get what their model needs, but never more than a fair
     #    share of what the fixed fractions leave on each of their GPUs (a too-small share
     #    then shows up in the fit check, which says by how much)
-    pooling = [x for x in drafts if x.fraction is None and x.svc.kind != "chat"]
+    pooling = [x for x in drafts if x.fraction is None and kinds.kind(x.svc.kind).fill_reserve_gib]
     fair = {x.name: fair_share(x) for x in pooling}  # before any is set: the split is even
     for x in pooling:
-        need_gib = POOLING_RESERVE_GIB
-        why = f"model not readable here: at least {POOLING_RESERVE_GIB:g} GiB"
+        k = kinds.kind(x.svc.kind)
+        assert k.fill_reserve_gib is not None and k.fill_runtime_gib is not None
+        need_gib = k.fill_reserve_gib
+        why = f"model not readable here: at least {need_gib:g} GiB"
         if x.info and x.info.weights_bytes:
             w = x.info.weights_bytes / GIB / (x.tp * x.pp)
-            need_gib = w + 1.5
-            why = f"weights {w:.1f} GiB + 1.5 GiB runtime"
+            need_gib = w + k.fill_runtime_gib
+            why = f"weights {w:.1f} GiB + {k.fill_runtime_gib:g} GiB runtime"
         want = max(MIN_FRACTION, math.ceil(need_gib / mem * 100) / 100)
         if fair[x.name] < want:
             why += f"; capped at its fair share {fair[x.name]:.2f} of GPU {_ids(x.gpus)}"
@@ -425,16 +465,15 @@ def _fit(stack: Stack, x: _Draft, problems: list[str]) -> FitEstimate | None:
     if x.info is None or x.fraction is None:
         return None
     tokens = x.svc.max_model_len or x.info.max_position_embeddings or 0
-    kv_bytes = (
-        1 if any(a.startswith("--kv-cache-dtype") and "fp8" in a for a in _pairs(x.extra)) else None
-    )
+    kv_dtype = x.extra_flags.get("--kv-cache-dtype") or ""
+    kv_bytes = 1 if "fp8" in kv_dtype else None
     est = estimate_fit(
         x.info,
         kind=x.svc.kind,
         tp=x.tp,
         pp=x.pp,
         tokens=tokens,
-        gpu_memory_gib=stack.host.gpu_memory_gib,
+        gpu_memory_gib=stack.host.memory_gib,
         fraction=x.fraction,
         dtype_bytes=DTYPE_BYTES.get(x.svc.dtype),
         kv_dtype_bytes=kv_bytes,
@@ -442,34 +481,15 @@ def _fit(stack: Stack, x: _Draft, problems: list[str]) -> FitEstimate | None:
     if est is not None and not est.fits:
         problems.append(
             f"service '{x.name}', field 'model': does not fit: needs {est.describe()} "
-            f"({stack.host.gpu_memory_gib:g} GiB x {x.fraction:.2f}); {est.excess_gib:.1f} GiB "
+            f"({stack.host.memory_gib:g} GiB x {x.fraction:.2f}); {est.excess_gib:.1f} GiB "
             "too much per GPU. Use more GPUs (tensor_parallel_size), a smaller "
             "max_model_len, or a higher gpu_memory_utilization"
         )
     return est
 
 
-def _pairs(args: tuple[str, ...]) -> list[str]:
-    """Join ``--flag value`` into ``--flag=value`` for simple matching."""
-    out, i = [], 0
-    while i < len(args):
-        a = args[i]
-        if (
-            a.startswith("--")
-            and "=" not in a
-            and i + 1 < len(args)
-            and not args[i + 1].startswith("-")
-        ):
-            out.append(f"{a}={args[i + 1]}")
-            i += 2
-        else:
-            out.append(a)
-            i += 1
-    return out
-
-
 def _start_order(stack: Stack, drafts: list[_Draft]) -> list[_Draft]:
-    mem = stack.host.gpu_memory_gib
+    mem = stack.host.memory_gib
     return sorted(drafts, key=lambda x: (-(x.fraction or 0) * len(x.gpus) * mem, x.name))
 
 
@@ -495,37 +515,27 @@ def _finish(
 ) -> ServicePlan:
     svc = x.svc
     assert x.fraction is not None
-    args: list[str] = [
-        x.model_arg,
-        "--served-model-name", x.served_name,
-        "--host", "0.0.0.0",
-        "--port", str(CONTAINER_PORT),
-        "--tensor-parallel-size", str(x.tp),
-    ]  # fmt: skip
-    if x.pp > 1:
-        args += ["--pipeline-parallel-size", str(x.pp)]
-    args += ["--gpu-memory-utilization", f"{x.fraction:.2f}"]
-    if svc.max_model_len:
-        args += ["--max-model-len", str(svc.max_model_len)]
-    args += ["--dtype", svc.dtype]
-    if svc.trust_remote_code:
-        args.append("--trust-remote-code")
-    args += vv.pooling_flags(svc.kind, version)
-    if svc.reasoning_parser:
-        args += vv.reasoning_flags(svc.reasoning_parser, version)
-    if svc.tool_call_parser:
-        args += ["--enable-auto-tool-choice", "--tool-call-parser", svc.tool_call_parser]
-    args += x.extra
-
+    args = serve_args(
+        model_arg=x.model_arg,
+        served_name=x.served_name,
+        port=CONTAINER_PORT,
+        tp=x.tp,
+        pp=x.pp,
+        fraction=x.fraction,
+        svc=svc,
+        version=version,
+        extra=x.extra,
+    )
     weights_gib = None
     if x.info and x.info.weights_bytes:
         weights_gib = x.info.weights_bytes / GIB
+    k = kinds.kind(svc.kind)
     if svc.startup_timeout:
         timeout = svc.startup_timeout
     elif weights_gib is not None:
-        timeout = int(STARTUP_BASE[svc.kind] + STARTUP_PER_GIB * weights_gib)
+        timeout = int(k.startup_base_s + kinds.STARTUP_PER_GIB * weights_gib)
     else:
-        timeout = STARTUP_UNKNOWN[svc.kind]
+        timeout = k.startup_unknown_s
     env = {**stack.defaults.env, **svc.env}
     return ServicePlan(
         name=x.name,
@@ -542,7 +552,7 @@ def _finish(
         fraction_source=x.fraction_source,
         max_model_len=svc.max_model_len,
         port=svc.port,
-        engine_args=tuple(args),
+        engine_args=args,
         depends_on=deps,
         env=env,
         startup_timeout=timeout,
@@ -550,6 +560,41 @@ def _finish(
         fit=fit,
         weights_gib=weights_gib,
     )
+
+
+def _host_warnings(stack: Stack) -> list[str]:
+    h = stack.host
+    usable = gpu_models.usable_gib(h.gpu_model or "")
+    if h.gpu_memory_gib is not None and usable is not None and h.gpu_memory_gib > usable + 0.05:
+        return [
+            f"host.gpu_memory_gib {h.gpu_memory_gib:g} is more than a {gpu_models.canonical(h.gpu_model or '')} "
+            f"offers vLLM ({usable:g} GiB usable): the fit check takes the stack's figure as "
+            "usable GiB; omit gpu_memory_gib to use the card's"
+        ]
+    return []
+
+
+def _exposure_warnings(stack: Stack, plans: tuple[ServicePlan, ...]) -> list[str]:
+    out: list[str] = []
+    bind = stack.defaults.bind_address
+    if bind in ("0.0.0.0", "::"):
+        ports = ", ".join(f"{s.port} ({s.name})" for s in plans)
+        key = (
+            f"an API key is required (env file {stack.defaults.api_key_env_file})"
+            if stack.defaults.api_key_env_file
+            else "NO API key is set: anyone who reaches this host can use the models"
+        )
+        out.append(
+            f"bind_address {bind} publishes ports {ports} on every interface of this host; "
+            f"{key}. Use 127.0.0.1 unless other machines must connect"
+        )
+    for s in plans:
+        if s.port < PRIVILEGED_PORTS:
+            out.append(
+                f"{s.name}: port {s.port} is below {PRIVILEGED_PORTS} (a privileged port that "
+                "system services use); choose a port of 1024 or more"
+            )
+    return out
 
 
 def gpu_ids(gpus: tuple[int, ...]) -> str:

@@ -10,13 +10,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from kit import kinds
 from kit.loadgen import Record
 
 
 def latency_plot(runs: dict[str, tuple[str, list[Record]]], path: Path) -> Path:
     """One panel per latency metric; each run a histogram with its p50 and p99 marked."""
     metrics = [("E2E latency", lambda r: [r.e2e])]
-    if any(kind == "chat" for kind, _ in runs.values()):
+    if any(kinds.kind(kind).generates for kind, _ in runs.values()):
         metrics = [
             ("TTFT", lambda r: [r.ttft] if r.ttft is not None else []),
             ("TPOT", lambda r: [(r.e2e - r.ttft) / (r.output_tokens - 1)]
@@ -43,9 +44,9 @@ def latency_plot(runs: dict[str, tuple[str, list[Record]]], path: Path) -> Path:
 def throughput_plot(
     runs: dict[str, tuple[str, list[Record]]], path: Path, bin_s: float = 1.0
 ) -> Path:
-    """Completed requests/s (and output tokens/s for chat) in time bins, per run."""
-    chat = any(kind == "chat" for kind, _ in runs.values())
-    fig, axes = plt.subplots(2 if chat else 1, 1, figsize=(9, 6 if chat else 3.2), squeeze=False)
+    """Completed requests/s (and output tokens/s for generating kinds) in time bins, per run."""
+    gen = any(kinds.kind(kind).generates for kind, _ in runs.values())
+    fig, axes = plt.subplots(2 if gen else 1, 1, figsize=(9, 6 if gen else 3.2), squeeze=False)
     for label, (kind, records) in runs.items():
         ok = [r for r in records if r.ok and not r.warmup]
         if not ok:
@@ -57,12 +58,12 @@ def throughput_plot(
             edges = np.array([0, bin_s])
         counts, _ = np.histogram(ends, bins=edges)
         axes[0, 0].plot(edges[:-1], counts / bin_s, label=label)
-        if chat and kind == "chat":
+        if gen and kinds.kind(kind).generates:
             toks, _ = np.histogram(ends, bins=edges, weights=[r.output_tokens or 0 for r in ok])
             axes[1, 0].plot(edges[:-1], toks / bin_s, label=label)
     axes[0, 0].set_title("completed requests per second", fontsize=10)
     axes[0, 0].set_xlabel("seconds since start")
-    if chat:
+    if gen:
         axes[1, 0].set_title("output tokens per second", fontsize=10)
         axes[1, 0].set_xlabel("seconds since start")
     return _save(fig, axes, path)

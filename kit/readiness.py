@@ -5,6 +5,10 @@ lists the served name. The kit starts each service itself once the services it s
 with are ready (so no compose call blocks for minutes), watches every container while it
 waits, and stops at once when one exits or restarts: vLLM can exit 0 when its engine dies,
 so any exit counts.
+
+Everything outside the process is injected: the engine (:class:`~kit.engine.Engine`), the HTTP
+side (:class:`Endpoints`: how a service is probed) and time (:class:`Clock`: what time it is
+and how to wait a tick), so the loop runs on fakes in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,18 +18,74 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tenacity import Retrying, retry_if_result, stop_never, wait_fixed
 
-from kit.client import Endpoint, PortClosed, endpoint_for
+from kit.client import PortClosed, Response, endpoint_for, port_is_open
 from kit.diagnose import diagnose
-from kit.engine import ContainerState, Project
+from kit.engine import ContainerState, Engine
 from kit.errors import NotReadyError
 from kit.plan import Plan, ServicePlan
 
 TICK_S = 0.25
 PROBE_TIMEOUT_S = 2.0
 LOG_TAIL = 40
+
+
+class Probe(Protocol):
+    """One service's HTTP endpoint as the readiness loop and ``kit status`` probe it
+    (:class:`kit.client.Endpoint` is one). Both calls raise :class:`~kit.client.PortClosed`
+    while nothing listens, or ``OSError`` (timeouts)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    def get(self, path: str, *, timeout: float = 30.0) -> Response: ...
+
+    def served_models(self, *, timeout: float) -> tuple[int, list[str]]: ...
+
+
+class Endpoints(Protocol):
+    """How the kit reaches services over the network."""
+
+    def endpoint(self, plan: Plan, service: ServicePlan) -> Probe: ...
+
+    def port_is_open(self, host: str, port: int) -> bool:
+        """Something listens on ``host:port`` (a port taken before the kit starts anything)."""
+        ...
+
+
+class HttpEndpoints:
+    """The real network: :func:`kit.client.endpoint_for` and a TCP connect."""
+
+    def endpoint(self, plan: Plan, service: ServicePlan) -> Probe:
+        return endpoint_for(plan, service)
+
+    def port_is_open(self, host: str, port: int) -> bool:
+        return port_is_open(host, port)
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class Phase(enum.StrEnum):
@@ -68,25 +128,33 @@ Listener = Callable[[float, list[ServiceProgress], ServiceProgress | None], None
 
 class Waiter:
     """Runs the start/wait loop. ``listener(elapsed, all, changed)`` is told about every
-    phase change (``changed``) and every tick (``changed=None``) for live displays."""
+    phase change (``changed``) and every tick (``changed=None``) for live displays.
+
+    ``endpoints`` (default: the real network) and ``clock`` (default: the system's, ticks of
+    ``tick`` seconds) are injectable; a tick probes the services in parallel threads.
+    """
 
     def __init__(
         self,
-        project: Project,
+        project: Engine,
         *,
         timeout: float | None = None,
         listener: Listener | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        endpoints: Endpoints | None = None,
+        clock: Clock | None = None,
+        tick: float = TICK_S,
     ) -> None:
         self.project = project
         self.plan: Plan = project.plan
         self.timeout = timeout
         self.listener = listener or (lambda *_: None)
-        self.clock = clock
-        self.t0 = clock()
+        self.clock = clock or SystemClock()
+        self.tick_s = tick
+        self.t0 = self.clock.now()
         self.progress = {s.name: ServiceProgress(s) for s in self.plan.services}
-        self.endpoints: dict[str, Endpoint] = {
-            s.name: endpoint_for(self.plan, s) for s in self.plan.services
+        net = endpoints or HttpEndpoints()
+        self.endpoints: dict[str, Probe] = {
+            s.name: net.endpoint(self.plan, s) for s in self.plan.services
         }
         self._pool = ThreadPoolExecutor(max_workers=max(2, len(self.plan.services)))
 
@@ -95,7 +163,8 @@ class Waiter:
     def run(self) -> WaitResult:
         """Tick until every service is ready; a failure raises :class:`NotReadyError`."""
         retrying = Retrying(
-            wait=wait_fixed(TICK_S),
+            sleep=self.clock.sleep,
+            wait=wait_fixed(self.tick_s),
             retry=retry_if_result(lambda done: not done),
             stop=stop_never,  # every service has its own deadline, checked in tick()
             reraise=True,
@@ -140,7 +209,7 @@ class Waiter:
     # --- pieces ---------------------------------------------------------------------------
 
     def _elapsed(self) -> float:
-        return self.clock() - self.t0
+        return self.clock.now() - self.t0
 
     def _set(self, p: ServiceProgress, phase: Phase, detail: str = "") -> None:
         if phase is not p.phase:

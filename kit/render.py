@@ -86,7 +86,7 @@ def compose_context(plan: Plan, options: RenderOptions) -> dict[str, Any]:
         named_volumes.append("hf-cache")
     if d.cache.vllm is None:
         named_volumes.append("vllm-cache")
-    host = f"{stack.host.gpus} x {stack.host.gpu_model or 'GPU'} {stack.host.gpu_memory_gib:g} GiB"
+    host = f"{stack.host.gpus} x {stack.host.gpu_model or 'GPU'} {stack.host.memory_gib:g} GiB"
     return {
         "kit_version": __version__,
         "source": Path(stack.source).name,

@@ -23,7 +23,7 @@ def print_plan(out: Console, plan: Plan) -> None:
     h = stack.host
     out.print(
         f"stack '{stack.name}' ({relative_path(stack.source)}): vLLM {stack.defaults.vllm_version}, "
-        f"{h.gpus} x {h.gpu_model or 'GPU'} {h.gpu_memory_gib:g} GiB, "
+        f"{h.gpus} x {h.gpu_model or 'GPU'} {h.memory_gib:g} GiB, "
         f"headroom {stack.defaults.headroom:.2f}, ports on {stack.defaults.bind_address}",
         style="bold",
         soft_wrap=True,

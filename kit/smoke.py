@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kit.client import Endpoint, PortClosed, StreamError, endpoint_for
+from kit import kinds, wire
+from kit import vllm_versions as vv
+from kit.client import Endpoint, PortClosed, Response, StreamError, endpoint_for
 from kit.plan import Plan, ServicePlan
 
 # The source notes' own examples.
@@ -26,7 +28,6 @@ RERANK_DOCS = [
     "A man is riding a horse.",
     "A woman is playing violin.",
 ]
-REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,30 @@ class Check:
     detail: str
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a check talks to: the endpoint, the service, and how to read its answers."""
+
+    ep: Endpoint
+    service: ServicePlan
+    max_tokens: int
+    #: the vLLM version the stack pins, and the fields it sends reasoning text in
+    vllm_version: vv.Version
+    reasoning_fields: tuple[str, ...]
+
+
 class Failed(Exception):
     """A check's assertion did not hold."""
 
 
 def smoke(plan: Plan, services: list[str] | None = None, *, max_tokens: int = 64) -> list[Check]:
     chosen = [plan.service(n) for n in services] if services else list(plan.services)
+    version = plan.stack.defaults.version
     out: list[Check] = []
     for s in chosen:
-        ep = endpoint_for(plan, s)
-        for name, fn in checks_for(s, max_tokens):
-            out.append(run_check(s.name, name, lambda fn=fn, ep=ep, s=s: fn(ep, s)))
+        t = Target(endpoint_for(plan, s), s, max_tokens, version, wire.reasoning_fields(version))
+        for name, fn in checks_for(s):
+            out.append(run_check(s.name, name, lambda fn=fn, t=t: fn(t)))
     return out
 
 
@@ -68,23 +82,12 @@ def run_check(service: str, name: str, fn: Callable[[], str]) -> Check:
     return Check(service, name, ok, time.perf_counter() - t0, detail)
 
 
-def checks_for(
-    s: ServicePlan, max_tokens: int
-) -> list[tuple[str, Callable[[Endpoint, ServicePlan], str]]]:
-    common = [("health", check_health), ("models", check_models)]
-    if s.kind == "chat":
-        chat = [
-            ("chat", lambda ep, s: check_chat(ep, s, max_tokens)),
-            ("chat stream", lambda ep, s: check_chat_stream(ep, s, max_tokens)),
-        ]
-        return common + chat
-    if s.kind == "embed":
-        return [
-            *common,
-            ("embeddings", check_embeddings),
-            ("embedding single", check_embedding_single),
-        ]
-    return [*common, ("rerank", check_rerank), ("rerank top_n", check_rerank_top_n)]
+CheckFn = Callable[[Target], str]
+
+
+def checks_for(s: ServicePlan) -> list[tuple[str, CheckFn]]:
+    """The checks of the service's kind (:attr:`kit.kinds.Kind.smoke_checks`), in order."""
+    return [(name, CHECKS[name]) for name in kinds.kind(s.kind).smoke_checks]
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -95,32 +98,35 @@ def _ensure(cond: bool, msg: str) -> None:
         raise Failed(msg)
 
 
-def _ok_json(resp: Any) -> Any:
-    _ensure(resp.status == 200, f"HTTP {resp.status}: {resp.text()}")
+def _ok_json(resp: Response) -> Any:
+    error = resp.error()
+    if error is not None:
+        raise Failed(str(error))
     try:
         return resp.json()
     except ValueError:
         raise Failed(f"not JSON: {resp.text()}") from None
 
 
-def check_health(ep: Endpoint, s: ServicePlan) -> str:
-    r = ep.get("/health", timeout=10)
-    _ensure(r.status == 200, f"/health answered HTTP {r.status}")
+def check_health(t: Target) -> str:
+    r = t.ep.get(wire.HEALTH, timeout=10)
+    _ensure(r.status == 200, f"{wire.HEALTH} answered HTTP {r.status}")
     return "200"
 
 
-def check_models(ep: Endpoint, s: ServicePlan) -> str:
-    data = _ok_json(ep.get("/v1/models", timeout=10))
+def check_models(t: Target) -> str:
+    data = _ok_json(t.ep.get(wire.MODELS, timeout=10))
     ids = [m.get("id") for m in data.get("data", [])]
-    _ensure(s.served_name in ids, f"served name {s.served_name!r} not in {ids}")
-    return f"lists {s.served_name}"
+    name = t.service.served_name
+    _ensure(name in ids, f"served name {name!r} not in {ids}")
+    return f"lists {name}"
 
 
-def _chat_body(s: ServicePlan, max_tokens: int, *, stream: bool) -> dict[str, Any]:
+def _chat_body(t: Target, *, stream: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "model": s.served_name,
+        "model": t.service.served_name,
         "messages": [{"role": "user", "content": CHAT_PROMPT}],
-        "max_tokens": max_tokens,
+        "max_tokens": t.max_tokens,
         "temperature": 0,
     }
     if stream:
@@ -128,42 +134,45 @@ def _chat_body(s: ServicePlan, max_tokens: int, *, stream: bool) -> dict[str, An
     return body
 
 
-def check_chat(ep: Endpoint, s: ServicePlan, max_tokens: int) -> str:
-    data = _ok_json(ep.post("/v1/chat/completions", _chat_body(s, max_tokens, stream=False)))
+def check_chat(t: Target) -> str:
+    data = _ok_json(t.ep.post(wire.CHAT, _chat_body(t, stream=False)))
     choices = data.get("choices") or []
     _ensure(len(choices) == 1, f"expected 1 choice, got {len(choices)}")
     msg = choices[0].get("message") or {}
     content = msg.get("content") or ""
-    reasoning = _reasoning(msg)
-    _ensure(bool(content or reasoning), "empty message: no content and no reasoning")
+    key = _reasoning_key(t, msg)
+    _ensure(bool(content or key), "empty message: no content and no reasoning")
     usage = data.get("usage") or {}
     _ensure(usage.get("completion_tokens", 0) > 0, f"usage has no completion tokens: {usage}")
     detail = f"{usage['completion_tokens']} tokens, finish={choices[0].get('finish_reason')}"
-    if s.reasoning_field is not None:
-        _ensure(bool(reasoning), f"reasoning parser set but no {' or '.join(REASONING_FIELDS)}")
-        detail += f", reasoning in '{_reasoning_key(msg)}'"
+    if t.service.reasoning_field is not None:
+        _ensure(key is not None, f"reasoning parser set but no {' or '.join(t.reasoning_fields)}")
+        detail += f", reasoning in '{key}'"
     return detail
 
 
-def check_chat_stream(ep: Endpoint, s: ServicePlan, max_tokens: int) -> str:
-    body = _chat_body(s, max_tokens, stream=True)
+def check_chat_stream(t: Target) -> str:
     chunks = 0
     ttft = None
     done_last = False
     usage: dict[str, Any] | None = None
     reasoning_seen = False
-    for t, data in ep.stream("/v1/chat/completions", body):
+    for at, data in t.ep.stream(wire.CHAT, _chat_body(t, stream=True)):
         _ensure(not done_last, "data after [DONE]")
-        if data == "[DONE]":
+        if data == wire.DONE.decode():
             done_last = True
             continue
         obj = json.loads(data)
+        error = wire.classify(200, obj)
+        if error is not None:
+            raise Failed(f"error event in the stream (code {error.code}): {error.message}")
         for ch in obj.get("choices") or []:
             delta = ch.get("delta") or {}
-            if delta.get("content") or _reasoning(delta):
+            reasoning = _reasoning_key(t, delta) is not None
+            if delta.get("content") or reasoning:
                 chunks += 1
-                ttft = t if ttft is None else ttft
-            reasoning_seen = reasoning_seen or bool(_reasoning(delta))
+                ttft = at if ttft is None else ttft
+            reasoning_seen = reasoning_seen or reasoning
         if obj.get("usage") and not obj.get("choices"):
             usage = obj["usage"]
     _ensure(done_last, "stream did not end with data: [DONE]")
@@ -171,17 +180,24 @@ def check_chat_stream(ep: Endpoint, s: ServicePlan, max_tokens: int) -> str:
     _ensure(usage is not None, "no usage chunk (stream_options.include_usage)")
     assert usage is not None
     _ensure(usage.get("completion_tokens", 0) > 0, f"usage chunk without tokens: {usage}")
-    if s.reasoning_field is not None:
+    if t.service.reasoning_field is not None:
         _ensure(reasoning_seen, "reasoning parser set but no reasoning in the stream")
     return f"{chunks} chunks, TTFT {1000 * (ttft or 0):.0f} ms, usage {usage['completion_tokens']} tokens"
 
 
-def _reasoning(msg: dict[str, Any]) -> str:
-    return next((msg[k] for k in REASONING_FIELDS if msg.get(k)), "")
-
-
-def _reasoning_key(msg: dict[str, Any]) -> str:
-    return next((k for k in REASONING_FIELDS if msg.get(k)), "?")
+def _reasoning_key(t: Target, msg: dict[str, Any]) -> str | None:
+    """The field of ``msg`` with reasoning text, among those the pinned vLLM sends. Reasoning
+    under a name only other versions use fails: clients read the version's name."""
+    key = next((k for k in t.reasoning_fields if msg.get(k)), None)
+    if key is None:
+        other = next((k for k in wire.reasoning_fields() if msg.get(k)), None)
+        _ensure(
+            other is None,
+            f"reasoning in '{other}', but vLLM {t.vllm_version} sends it in "
+            f"{' and '.join(repr(f) for f in t.reasoning_fields)}: does defaults.vllm_version "
+            "match the image?",
+        )
+    return key
 
 
 def _vectors(data: Any, n: int) -> list[list[float]]:
@@ -199,22 +215,28 @@ def _vectors(data: Any, n: int) -> list[list[float]]:
     return vecs
 
 
-def check_embeddings(ep: Endpoint, s: ServicePlan) -> str:
-    data = _ok_json(ep.post("/v1/embeddings", {"model": s.served_name, "input": EMBED_INPUTS}))
-    vecs = _vectors(data, len(EMBED_INPUTS))
+def _embed(t: Target, inputs: list[str] | str) -> Any:
+    return _ok_json(t.ep.post(wire.EMBEDDINGS, {"model": t.service.served_name, "input": inputs}))
+
+
+def check_embeddings(t: Target) -> str:
+    vecs = _vectors(_embed(t, EMBED_INPUTS), len(EMBED_INPUTS))
     return f"{len(vecs)} x {len(vecs[0])}"
 
 
-def check_embedding_single(ep: Endpoint, s: ServicePlan) -> str:
-    data = _ok_json(ep.post("/v1/embeddings", {"model": s.served_name, "input": EMBED_INPUTS[0]}))
-    return f"1 x {len(_vectors(data, 1)[0])}"
+def check_embedding_single(t: Target) -> str:
+    return f"1 x {len(_vectors(_embed(t, EMBED_INPUTS[0]), 1)[0])}"
 
 
-def _rerank(ep: Endpoint, s: ServicePlan, top_n: int | None = None) -> list[dict[str, Any]]:
-    body: dict[str, Any] = {"model": s.served_name, "query": RERANK_QUERY, "documents": RERANK_DOCS}
+def _rerank(t: Target, top_n: int | None = None) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "model": t.service.served_name,
+        "query": RERANK_QUERY,
+        "documents": RERANK_DOCS,
+    }
     if top_n is not None:
         body["top_n"] = top_n
-    results = _ok_json(ep.post("/v1/rerank", body)).get("results")
+    results = _ok_json(t.ep.post(wire.RERANK, body)).get("results")
     _ensure(isinstance(results, list), "no results list")
     scores = [r.get("relevance_score") for r in results]
     _ensure(
@@ -225,8 +247,8 @@ def _rerank(ep: Endpoint, s: ServicePlan, top_n: int | None = None) -> list[dict
     return results
 
 
-def check_rerank(ep: Endpoint, s: ServicePlan) -> str:
-    results = _rerank(ep, s)
+def check_rerank(t: Target) -> str:
+    results = _rerank(t)
     idx = [r.get("index") for r in results]
     _ensure(
         sorted(idx) == list(range(len(RERANK_DOCS))), f"indices {idx} are not each document once"
@@ -235,9 +257,22 @@ def check_rerank(ep: Endpoint, s: ServicePlan) -> str:
     return f"{len(idx)} ranked, best: {best!r}"
 
 
-def check_rerank_top_n(ep: Endpoint, s: ServicePlan) -> str:
-    full = [r["index"] for r in _rerank(ep, s)]
-    top = [r.get("index") for r in _rerank(ep, s, top_n=2)]
+def check_rerank_top_n(t: Target) -> str:
+    full = [r["index"] for r in _rerank(t)]
+    top = [r.get("index") for r in _rerank(t, top_n=2)]
     _ensure(len(top) == 2, f"top_n=2 returned {len(top)} results")
     _ensure(top == full[:2], f"top_n=2 gave {top}, the full ranking starts {full[:2]}")
     return "2 of 5"
+
+
+#: Every smoke check by name; a kind lists the ones it runs (:attr:`kit.kinds.Kind.smoke_checks`).
+CHECKS: dict[str, CheckFn] = {
+    "health": check_health,
+    "models": check_models,
+    "chat": check_chat,
+    "chat stream": check_chat_stream,
+    "embeddings": check_embeddings,
+    "embedding single": check_embedding_single,
+    "rerank": check_rerank,
+    "rerank top_n": check_rerank_top_n,
+}

@@ -18,38 +18,79 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from kit import gpus as gpu_models
+from kit import kinds
 from kit.errors import KitError, StackError
 from kit.vllm_versions import Version
-
-Kind = Literal["chat", "embed", "rerank"]
-KINDS: tuple[str, ...] = ("chat", "embed", "rerank")
 
 _SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SIZE = re.compile(r"^[0-9]+(\.[0-9]+)?[bkmg]?$", re.IGNORECASE)
-#: vLLM flags the kit renders from typed fields; giving them in extra_args would fight the plan.
-OWNED_FLAGS: dict[str, str] = {
-    "--model": "model",
-    "--served-model-name": "served_name",
-    "--port": "port",
-    "--host": "port (the kit binds the container port itself)",
-    "--tensor-parallel-size": "tensor_parallel_size",
-    "-tp": "tensor_parallel_size",
-    "--pipeline-parallel-size": "pipeline_parallel_size",
-    "-pp": "pipeline_parallel_size",
-    "--gpu-memory-utilization": "gpu_memory_utilization",
-    "--max-model-len": "max_model_len",
-    "--reasoning-parser": "reasoning_parser",
-    "--tool-call-parser": "tool_call_parser",
-    "--trust-remote-code": "trust_remote_code",
-    "--dtype": "dtype",
-    "--api-key": "defaults.api_key_env_file (never put keys on the command line)",
-}
+#: environment variables that choose GPUs: the kit pins GPUs with device_ids, and these would
+#: renumber or override what the engine exposes
+GPU_VISIBILITY_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+)
+SECRET_ENV = ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
+#: values that look like credentials: Hugging Face, OpenAI-style, GitHub, AWS, bearer tokens
+_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9])(hf_[A-Za-z0-9]{16,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|AKIA[0-9A-Z]{16}|Bearer\s+\S{8,})"
+)
+#: host folders that are the root of a whole tree: never mounted as a model folder
+_TREE_ROOTS = frozenset(
+    [
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib64",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/var",
+        "/data",
+    ]
+)
+#: a version at the start of an image tag: v0.11.0, 0.8.5-cu128, v0.10.1.1
+_TAG_VERSION = re.compile(r"^v?(\d+\.\d+(?:\.\d+){0,2})(?![\d])")
+
+
+def looks_like_secret(value: str) -> bool:
+    """True when ``value`` holds something shaped like an access token."""
+    return bool(_TOKEN.search(value))
+
+
+def image_tag_version(image: str) -> str | None:
+    """The vLLM version an image tag names (``vllm/vllm-openai:v0.8.5`` -> ``0.8.5``)."""
+    if "@" in image:
+        image = image.split("@", 1)[0]
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    m = _TAG_VERSION.match(last.rsplit(":", 1)[1])
+    return m[1] if m else None
 
 
 class _Model(BaseModel):
@@ -58,8 +99,33 @@ class _Model(BaseModel):
 
 class Host(_Model):
     gpus: Annotated[int, Field(ge=1, le=64)] = 8
-    gpu_memory_gib: Annotated[float, Field(gt=0, le=4096)]
+    #: usable GiB per GPU (what vLLM sees); omitted: from gpu_model's table entry
+    gpu_memory_gib: Annotated[float, Field(gt=0, le=4096)] | None = None
     gpu_model: str | None = None
+
+    @model_validator(mode="after")
+    def _memory_known(self) -> Host:
+        if self.gpu_memory_gib is None:
+            if self.gpu_model is None:
+                raise ValueError(
+                    "set gpu_memory_gib (usable GiB per GPU) or gpu_model (one of: "
+                    f"{gpu_models.known()})"
+                )
+            if gpu_models.usable_gib(self.gpu_model) is None:
+                raise ValueError(
+                    f"gpu_model {self.gpu_model!r} is not a GPU the kit knows "
+                    f"({gpu_models.known()}); set gpu_memory_gib to its usable GiB"
+                )
+        return self
+
+    @property
+    def memory_gib(self) -> float:
+        """Usable GiB per GPU: the stack's figure, else the known model's."""
+        if self.gpu_memory_gib is not None:
+            return self.gpu_memory_gib
+        usable = gpu_models.usable_gib(self.gpu_model or "")
+        assert usable is not None  # checked by the validator
+        return usable
 
 
 class Cache(_Model):
@@ -76,7 +142,8 @@ class Cache(_Model):
 
 class Defaults(_Model):
     image: str
-    vllm_version: str
+    #: the vLLM version inside the image; omitted: read from the image tag
+    vllm_version: str | None = Field(default=None, validate_default=True)
     model_root: str | None = None
     cache: Cache = Cache()
     hf_endpoint: str | None = None
@@ -106,12 +173,27 @@ class Defaults(_Model):
 
     @field_validator("vllm_version", mode="before")
     @classmethod
-    def _version(cls, v: Any) -> str:
+    def _version(cls, v: Any, info: ValidationInfo) -> str:
+        image = info.data.get("image")
+        tagged = image_tag_version(image) if isinstance(image, str) else None
+        if v is None:
+            if tagged is None:
+                raise ValueError(
+                    f"the image tag of {image!r} names no vLLM version: set vllm_version to "
+                    'the version inside the image, e.g. "0.11.0"'
+                )
+            return tagged
         if isinstance(v, int | float) and not isinstance(v, bool):
             raise ValueError(f'write the version as a quoted string, e.g. "0.11.0" (got {v!r})')
         if not isinstance(v, str):
             raise ValueError('must be a version string such as "0.11.0"')
-        Version.parse(v)  # raises ValueError with a message
+        given = Version.parse(v)  # raises ValueError with a message
+        if tagged is not None and Version.parse(tagged) != given:
+            raise ValueError(
+                f"vllm_version {v!r} contradicts the image tag {image!r} (vLLM {tagged}): the "
+                "flags are chosen by this version, so make them agree (or drop vllm_version "
+                "to take the tag's)"
+            )
         return v.lstrip("v")
 
     @field_validator("model_root")
@@ -160,6 +242,7 @@ class Defaults(_Model):
 
     @property
     def version(self) -> Version:
+        assert self.vllm_version is not None  # filled from the tag or refused by the validator
         return Version.parse(self.vllm_version)
 
 
@@ -171,19 +254,25 @@ def _host_path(v: str | None) -> str | None:
 
 
 def _check_env(v: dict[str, str]) -> dict[str, str]:
-    for key in v:
+    for key, value in v.items():
         if not _ENV_NAME.match(key):
             raise ValueError(f"environment variable name {key!r} is not valid")
-        if key in ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if key in SECRET_ENV or looks_like_secret(str(value)):
             raise ValueError(
-                f"{key} must not be written in the stack: put it in the env file named by "
-                "defaults.api_key_env_file"
+                f"{key} must not be written in the stack (it is or holds a secret): put it in "
+                "the env file named by defaults.api_key_env_file, which the compose file only "
+                "references"
+            )
+        if key.upper() in GPU_VISIBILITY_ENV:
+            raise ValueError(
+                f"{key} contradicts the GPU pinning: the kit gives each container exactly its "
+                "planned GPUs (device_ids); choose GPUs with the service's gpus field instead"
             )
     return v
 
 
 class Service(_Model):
-    kind: Kind
+    kind: str
     model: Annotated[str, Field(min_length=1)]
     model_source: Literal["local", "hub"] | None = None
     served_name: str | None = None
@@ -262,7 +351,28 @@ class Service(_Model):
     def _model(cls, v: str) -> str:
         if ".." in PurePosixPath(v).parts:
             raise ValueError(f"model {v!r} must not contain '..'")
-        return v.strip("/") if not v.startswith("/") else v
+        if v.startswith("/"):
+            norm = str(PurePosixPath(v))
+            if norm in _TREE_ROOTS:
+                raise ValueError(
+                    f"model {v!r} is the root of a host tree, not a model folder: name the "
+                    "folder that holds config.json"
+                )
+            return norm
+        rel = str(PurePosixPath(v.strip("/")))
+        if rel in (".", ""):
+            raise ValueError(
+                f"model {v!r} is model_root itself: name the model's folder under model_root"
+            )
+        return rel
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v not in kinds.KINDS:
+            known = ", ".join(f"'{k}'" for k in kinds.names())
+            raise ValueError(f"kind {v!r} is not one the kit knows; use one of {known}")
+        return v
 
 
 class Stack(_Model):
@@ -275,6 +385,8 @@ class Stack(_Model):
     source: str = Field(default="<memory>", exclude=True)
     #: the folder relative paths in the stack are resolved against
     base_dir: str = Field(default=".", exclude=True)
+    #: the file name the project name was derived from, when the stack sets no name
+    name_from_file: str | None = Field(default=None, exclude=True)
 
     @field_validator("name")
     @classmethod
@@ -316,7 +428,7 @@ class Stack(_Model):
 def resolve_stack_path(ref: str | Path, stacks_dir: Path | None = None) -> Path:
     """A stack is a path, or a name under ``stacks/`` (with or without ``.yaml``)."""
     p = Path(ref)
-    if p.is_file():
+    if p.exists():  # a directory or an unreadable file is reported by the reader, exit 2
         return p
     base = stacks_dir if stacks_dir is not None else default_stacks_dir()
     for cand in (base / str(ref), base / f"{ref}.yaml", base / f"{ref}.yml"):
@@ -348,11 +460,64 @@ def list_stacks(stacks_dir: Path | None = None) -> list[Path]:
 
 def load_stack(ref: str | Path, stacks_dir: Path | None = None) -> Stack:
     path = resolve_stack_path(ref, stacks_dir)
+    text = read_stack_text(path)
+    return parse_stack(text, source=str(path), default_name=path.name, base_dir=path.parent)
+
+
+def read_stack_text(path: Path) -> str:
+    """The stack file's text; an unreadable file is an invalid stack (exit 2) with the reason."""
+    label = str(path)
+    if path.is_dir():
+        raise StackError(label, ["is a directory, not a stack file: name a .yaml file"])
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KitError(f"cannot read stack file {path}: {exc}") from None
-    return parse_stack(text, source=str(path), default_name=path.stem, base_dir=path.parent)
+        data = path.read_bytes()
+    except PermissionError:
+        raise StackError(
+            label, ["cannot be read: permission denied (check its owner and mode, e.g. chmod 644)"]
+        ) from None
+    except OSError as exc:
+        raise StackError(label, [f"cannot be read: {exc.strerror or exc}"]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise StackError(
+            label,
+            [f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"],
+        ) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML keeps the last one
+    silently, which drops a whole service or field)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise _DuplicateKey(
+                    f"key {key!r} appears twice in one mapping, at lines {first} and {line}: "
+                    "YAML would keep only the second; remove or rename one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def project_name_from_file(file_name: str) -> str:
+    """A compose-safe project name from a stack file name: ``llm-v0.11.yaml`` -> ``llm-v0-11``."""
+    stem = re.sub(r"\.ya?ml$", "", file_name, flags=re.IGNORECASE)
+    name = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_")
+    return name or "stack"
 
 
 def parse_stack(
@@ -362,10 +527,16 @@ def parse_stack(
     default_name: str | None = None,
     base_dir: Path | str = ".",
 ) -> Stack:
-    """Parse and validate stack YAML text. Raises :class:`StackError`, never anything else."""
+    """Parse and validate stack YAML text. Raises :class:`StackError`, never anything else.
+
+    ``default_name`` is the file name; a stack without ``name`` takes a compose-safe project
+    name derived from it (and the plan says so).
+    """
     label = _label(source, default_name)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise StackError(label, [str(exc)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -379,7 +550,8 @@ def parse_stack(
         )
     data = dict(data)
     if "name" not in data and default_name is not None:
-        data["name"] = default_name.lower()
+        data["name"] = project_name_from_file(default_name)
+        data["name_from_file"] = default_name
     data["source"] = source
     data["base_dir"] = str(base_dir)
     try:
@@ -391,7 +563,9 @@ def parse_stack(
 
 
 def _label(source: str, name: str | None) -> str:
-    return f"'{name}' ({source})" if name else source
+    if name is None or source.endswith(name):
+        return source
+    return f"'{name}' ({source})"
 
 
 def _format_error(err: Any) -> str:

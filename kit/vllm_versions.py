@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
+from kit import kinds
+
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+-]?[A-Za-z0-9.+-]*)?$")
 
 
@@ -63,27 +65,19 @@ class Rule:
 
 
 # --- pooling (embed / rerank) ---------------------------------------------------------------
-# --task was deprecated in 0.10.1 for --runner/--convert and rejected from 0.13.
+# --task was deprecated in 0.10.1 for --runner/--convert and rejected from 0.13. Keyed by the
+# pooling conversion a kind asks for (kit.kinds: Kind.pooling).
 POOLING_FLAGS: dict[str, tuple[Rule, ...]] = {
     "embed": (
         Rule(V("0.0.0"), V("0.10.1"), ("--task", "embed")),
         Rule(V("0.10.1"), None, ("--runner", "pooling", "--convert", "embed")),
     ),
-    "rerank": (
+    "classify": (
         Rule(V("0.0.0"), V("0.10.1"), ("--task", "score")),
         Rule(V("0.10.1"), None, ("--runner", "pooling", "--convert", "classify")),
     ),
-    "chat": (Rule(V("0.0.0"), None, ()),),
 }
 
-#: Old --task values and the kind they mean (for translating extra_args).
-TASK_TO_KIND: dict[str, str] = {
-    "embed": "embed",
-    "embedding": "embed",
-    "score": "rerank",
-    "classify": "rerank",
-    "generate": "chat",
-}
 TASK_DEPRECATED = V("0.10.1")
 TASK_REMOVED = V("0.13.0")
 
@@ -212,7 +206,9 @@ def _pick(rules: tuple[Rule, ...], v: Version) -> Rule:
 
 
 def pooling_flags(kind: str, v: Version) -> tuple[str, ...]:
-    return _pick(POOLING_FLAGS[kind], v).value
+    """The flags that make vLLM ``v`` serve a service of ``kind`` (none for generation)."""
+    pooling = kinds.kind(kind).pooling
+    return () if pooling is None else _pick(POOLING_FLAGS[pooling], v).value
 
 
 def reasoning_flags(parser: str, v: Version) -> tuple[str, ...]:
@@ -297,7 +293,7 @@ def translate_legacy(args: tuple[str, ...], kind: str, v: Version) -> Translatio
                 errors.append("--task needs a value")
                 i += 1
                 continue
-            meant = TASK_TO_KIND.get(value)
+            meant = kinds.kind_of_task(value)
             if meant is None:
                 errors.append(f"--task {value} is not a task the kit knows")
             elif meant != kind:

@@ -11,19 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit import kinds, wire
 from kit.errors import KitError
 
 DATASETS = ("synthetic", "openqa", "messages")
-APIS = ("chat", "completions", "embeddings", "rerank")
-
-#: API per service kind when the user does not choose one.
-DEFAULT_API = {"chat": "chat", "embed": "embeddings", "rerank": "rerank"}
-PATHS = {
-    "chat": "/v1/chat/completions",
-    "completions": "/v1/completions",
-    "embeddings": "/v1/embeddings",
-    "rerank": "/v1/rerank",
-}
+APIS = tuple(wire.API_PATHS)
 _WORDS = [
     "the",
     "of",
@@ -102,6 +94,11 @@ class WorkloadSpec:
     max_prompt_length: int | None = None
     documents: int = 8
     seed: int = 0
+
+
+def apis_for(kind: str) -> tuple[str, ...]:
+    """The APIs a service of ``kind`` can be benchmarked with; the first is the default."""
+    return kinds.kind(kind).bench_apis
 
 
 @dataclass(frozen=True)
@@ -187,7 +184,7 @@ def build(spec: WorkloadSpec, model: str, count: int) -> Workload:
     bodies: list[bytes] = []
     for messages in prompts[: max(1, min(count, len(prompts)))]:
         body: dict[str, Any] = {"model": model}
-        if spec.api in ("chat", "completions"):
+        if spec.api in wire.GENERATION_APIS:
             if spec.api == "chat":
                 body["messages"] = messages
             else:
@@ -214,8 +211,8 @@ def build(spec: WorkloadSpec, model: str, count: int) -> Workload:
         bodies.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
     return Workload(
         api=spec.api,
-        path=PATHS[spec.api],
-        stream=spec.stream and spec.api in ("chat", "completions"),
+        path=wire.API_PATHS[spec.api],
+        stream=spec.stream and spec.api in wire.GENERATION_APIS,
         bodies=tuple(bodies),
         prompt_chars=tuple(_chars(m) for m in prompts[: len(bodies)]),
     )

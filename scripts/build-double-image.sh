@@ -3,9 +3,10 @@
 #
 #   1. base image kit-base:bookworm: debootstrap (minbase + python3 + ca-certificates) imported
 #      with `docker import`. Also tagged kit-base:bookworm-<recipe hash>; skipped when that exists.
-#   2. kit-engine-double:dev FROM the base, with engine_double/vllm_double.py as /usr/local/bin/vllm.
-#      Rebuilt only when the content hash (double + this script + base image id) changes; the hash
-#      is stored in the image label kit.double.hash.
+#   2. kit-engine-double:dev FROM the base, with the package engine_double/vllm_double in
+#      /usr/local/lib/kit-engine-double and /usr/local/bin/vllm a link to its __main__.py.
+#      Rebuilt only when the content hash (every .py of the package by name + this script + base
+#      image id) changes; the hash is stored in the image label kit.double.hash.
 #
 # Nothing is pulled: there is no registry. Needs root (debootstrap), docker, debootstrap, sha256sum.
 # Prints the image name on stdout at the end; progress goes to stderr.
@@ -15,7 +16,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT="$ROOT/scripts/build-double-image.sh"
-DOUBLE_SRC="$ROOT/engine_double/vllm_double.py"
+DOUBLE_SRC="$ROOT/engine_double/vllm_double"   # a stdlib-only package; __main__.py is `vllm`
+DOUBLE_LIB="/usr/local/lib/kit-engine-double"  # its parent folder in the image
 
 BASE_IMAGE="${KIT_BASE_IMAGE:-kit-base:bookworm}"
 IMAGE="${KIT_DOUBLE_IMAGE:-kit-engine-double:dev}"
@@ -34,9 +36,12 @@ esac
 
 command -v docker >/dev/null 2>&1 || die "docker not found"
 docker info >/dev/null 2>&1 || die "docker engine not reachable (run scripts/docker-up.sh)"
-[ -f "$DOUBLE_SRC" ] || die "missing $DOUBLE_SRC"
+[ -f "$DOUBLE_SRC/__main__.py" ] || die "missing $DOUBLE_SRC/__main__.py"
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# the package's source files (not __pycache__), NUL-separated, as paths below engine_double/
+double_files() { (cd "$DOUBLE_SRC/.." && find vllm_double -type f -name '*.py' -print0 | LC_ALL=C sort -z); }
 
 # ---------------------------------------------------------------------------------------------
 # 1. base image
@@ -76,7 +81,8 @@ base_id="$(docker image inspect --format '{{.Id}}' "$base_recipe_tag")"
 # ---------------------------------------------------------------------------------------------
 double_hash="$(
   {
-    sha256sum "$DOUBLE_SRC" | cut -d' ' -f1
+    # names and contents: adding, removing or renaming a module changes the hash too
+    double_files | (cd "$DOUBLE_SRC/.." && xargs -0 sha256sum)
     sha256sum "$SCRIPT" | cut -d' ' -f1
     echo "$base_id"
   } | sha256sum | cut -c1-16
@@ -95,15 +101,21 @@ else
   ctx="$(mktemp -d "${TMPDIR:-/tmp}/kit-double-ctx.XXXXXX")"
   cleanup_ctx() { rm -rf "$ctx"; }
   trap cleanup_ctx EXIT
-  # the legacy builder keeps the file mode of the build context, so no RUN chmod is needed
-  install -m 0755 "$DOUBLE_SRC" "$ctx/vllm"
+  # the legacy builder keeps file modes and, inside a copied folder, symlinks: no RUN needed
+  install -d -m 0755 "$ctx/lib" "$ctx/bin"
+  while IFS= read -r -d '' f; do
+    install -D -m 0644 "$DOUBLE_SRC/../$f" "$ctx/lib/$f"
+  done < <(double_files)
+  chmod 0755 "$ctx/lib/vllm_double/__main__.py"
+  ln -s "$DOUBLE_LIB/vllm_double/__main__.py" "$ctx/bin/vllm"
   cat >"$ctx/Dockerfile" <<EOF
 FROM $BASE_IMAGE
 LABEL kit.double.hash="$double_hash" \\
       kit.double="true" \\
       org.opencontainers.image.title="kit-engine-double" \\
       org.opencontainers.image.description="Test double of vLLM's OpenAI-compatible server for kit integration tests. NOT vLLM."
-COPY vllm /usr/local/bin/vllm
+COPY lib/ $DOUBLE_LIB/
+COPY bin/ /usr/local/bin/
 ENV PYTHONUNBUFFERED=1
 EXPOSE 8000
 ENTRYPOINT ["vllm", "serve"]

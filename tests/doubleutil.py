@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOUBLE = ROOT / "engine_double" / "vllm_double.py"
+# the package folder: `python DOUBLE serve ...` runs its __main__.py
+DOUBLE = ROOT / "engine_double" / "vllm_double"
 
 FAST_LOAD = "0.05"
 

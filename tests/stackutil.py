@@ -64,3 +64,17 @@ def write_model(
         index = {"metadata": {"total_size": int(weights_gib * GIB)}, "weight_map": {}}
         (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     return folder
+
+
+def deploy_record(stack_path: Path):  # type: ignore[no-untyped-def]
+    """Plan ``stack_path`` and write the deployment record `kit up` would leave, into the state
+    folder (set KIT_STATE_DIR first). For tests whose running services are engine doubles the
+    test started itself: the commands after `up` find them through the record."""
+    from kit import record
+    from kit.engine import project_folder
+    from kit.plan import build_plan
+    from kit.spec import load_stack
+
+    plan = build_plan(load_stack(stack_path))
+    record.write(project_folder(plan.stack.name), plan)
+    return plan

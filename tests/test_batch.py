@@ -35,9 +35,8 @@ from kit.batch import (
 from kit.cli import KitGroup
 from kit.cli_batch import batch_command
 from kit.errors import KitError, NotReadyError
-from kit.plan import Plan, build_plan
-from kit.spec import load_stack
-from stackutil import BASE_STACK
+from kit.plan import Plan
+from stackutil import BASE_STACK, deploy_record
 
 FAST = BatchOptions(backoff_initial=0.01, backoff_max=0.05, timeout=10)
 
@@ -70,7 +69,13 @@ def make_plan(
         data["defaults"]["api_key_env_file"] = str(env)
     path = folder / "stack.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return build_plan(load_stack(path)), path
+    return deploy_record(path), path
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deployment records of these tests live in their own folder."""
+    monkeypatch.setenv("KIT_STATE_DIR", str(tmp_path / "state"))
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

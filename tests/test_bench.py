@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from kit.metrics import summarize
 from kit.plan import build_plan
 from kit.spec import load_stack
 from kit.workload import WorkloadSpec, build
+from stackutil import deploy_record
 
 # --- workloads -------------------------------------------------------------------------------
 
@@ -153,7 +155,10 @@ def doubles(tmp_path_factory):
         }  # fmt: skip
         path = tmp / "bench.yaml"
         path.write_text(yaml.safe_dump(stack))
-        yield path
+        with pytest.MonkeyPatch.context() as mp:  # records of this module in their own folder
+            mp.setenv("KIT_STATE_DIR", str(tmp / "state"))
+            deploy_record(path)
+            yield path
     finally:
         for d in (gen, emb, bad):
             d.stop()
@@ -179,15 +184,39 @@ def test_streamed_chat_timings_are_real(doubles, tmp_path):
     assert args["pairs"] == [[4, 12]] and args["warmup"] == 2
 
 
+async def _load(port, spec, *, number, parallel, model="m"):
+    """``number`` requests of ``spec`` at ``parallel`` to 127.0.0.1:``port``: (records, duration)."""
+    async with loadgen.session(10) as sess:
+        wl = build(spec, model, number)
+        target = loadgen.Target("t", f"http://127.0.0.1:{port}", model)
+        return await loadgen.run(sess, target, wl, parallel=parallel, number=number)
+
+
+async def _read_request(reader):
+    """Read one HTTP/1.1 request with its body, as loadgen sends it."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    await reader.readexactly(n)
+
+
+def test_http_200_error_body_is_a_failure(doubles):
+    """Embeddings sent to a generating model: vLLM 0.11 answers HTTP 200 with an error body."""
+    port = build_plan(load_stack(doubles)).service("llm").port
+    spec = WorkloadSpec(api="embeddings")
+    records, _ = asyncio.run(_load(port, spec, number=2, parallel=2, model="g"))
+    for r in records:
+        assert not r.ok and r.status == 200
+        assert r.error.startswith("HTTP 200 with an error body (code 400): {")
+        assert "does not support Embeddings API" in r.error
+
+
 def test_concurrency_never_exceeds_parallel():
     """A test server counts requests in flight; the generator must cap them at --parallel."""
     seen = {"now": 0, "max": 0}
 
     async def handle(reader, writer):
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(n)
+            await _read_request(reader)
             seen["now"] += 1
             seen["max"] = max(seen["max"], seen["now"])
             await asyncio.sleep(0.01)
@@ -199,12 +228,9 @@ def test_concurrency_never_exceeds_parallel():
     async def main():
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with loadgen.session(10) as sess:
-            wl = build(WorkloadSpec(api="embeddings"), "e", 40)
-            target = loadgen.Target("t", f"http://127.0.0.1:{port}", "e")
-            records, duration = await loadgen.run(sess, target, wl, parallel=5, number=40)
+        out = await _load(port, WorkloadSpec(api="embeddings"), number=40, parallel=5)
         server.close()
-        return records, duration
+        return out
 
     records, duration = asyncio.run(main())
     assert all(r.ok for r in records) and len(records) == 40
@@ -247,3 +273,120 @@ def test_cli_sweep_and_mix(doubles, tmp_path):
     assert [r["label"] for r in summary["runs"]] == ["alone:llm", "alone:emb", "mix:llm", "mix:emb"]
     emb = next(r for r in summary["runs"] if r["label"] == "mix:emb")
     assert emb["completed"] == 9 and emb["input_tokens"] > 0
+
+
+# --- SSE as other OpenAI-compatible servers format it ----------------------------------------
+
+
+def _spaced_events(tokens: int, *, usage: bool, field: str = "content") -> list[bytes]:
+    """Chat chunks as json.dumps formats them by default (``"content": "x"``), CRLF line ends,
+    a comment and a role chunk first: what several servers and gateways send."""
+    head = {"id": "c", "object": "chat.completion.chunk", "model": "m"}
+    out = [b": ping\r\n\r\n"]
+    first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", field: ""}}]}
+    out.append(b"data: " + json.dumps(first).encode() + b"\r\n\r\n")
+    for i in range(tokens):
+        obj = {**head, "choices": [{"index": 0, "delta": {field: f" t{i}"}}]}
+        out.append(b"data: " + json.dumps(obj).encode() + b"\r\n\r\n")
+    if usage:
+        u = {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": 5 + tokens}
+        out.append(
+            b"data: " + json.dumps({**head, "choices": [], "usage": u}).encode() + b"\r\n\r\n"
+        )
+    out.append(b"data: [DONE]\r\n\r\n")
+    return out
+
+
+def _serve_sse(events: list[bytes], gap_s: float = 0.003):
+    """A local HTTP/1.1 server that streams ``events`` chunked, each cut in two mid-event and
+    sent ``gap_s`` apart, to every request. Returns the async server factory."""
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                await _read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                             b"transfer-encoding: chunked\r\n\r\n")  # fmt: skip
+                for ev in events:
+                    for part in (ev[: len(ev) // 2], ev[len(ev) // 2 :]):
+                        writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        await writer.drain()
+                        await asyncio.sleep(gap_s / 2)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return handle
+
+
+def _run_against(events: list[bytes], number: int = 6, parallel: int = 3) -> list[Record]:
+    async def main():
+        server = await asyncio.start_server(_serve_sse(events), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        spec = WorkloadSpec(api="chat", max_tokens=4)
+        records, _ = await _load(port, spec, number=number, parallel=parallel)
+        server.close()
+        return records
+
+    return asyncio.run(main())
+
+
+def test_sse_with_spaces_after_colons_is_timed():
+    """``"content": "x"`` (spaces), CRLF, comments, events cut mid-way: every output chunk is
+    found, TTFT and ITL measured, tokens taken from the spaced usage chunk."""
+    records = _run_against(_spaced_events(4, usage=True))
+    assert [r.error for r in records] == [None] * 6
+    for r in records:
+        assert r.ok and r.ttft is not None and r.ttft > 0
+        assert len(r.itl) == 3  # 4 output chunks, 3 gaps
+        assert (r.output_tokens, r.prompt_tokens, r.count_source) == (4, 5, "usage")
+
+
+def test_sse_with_spaces_and_no_usage_counts_chunks():
+    records = _run_against(_spaced_events(5, usage=False, field="reasoning_content"))
+    assert all(r.ok and r.output_tokens == 5 and r.count_source == "chunks" for r in records)
+
+
+def test_stream_without_output_says_what_it_saw():
+    records = _run_against(_spaced_events(3, usage=True, field="contents"), number=2)
+    (err,) = {r.error for r in records}
+    assert not any(r.ok for r in records)
+    assert err.startswith("no output field (content/reasoning/reasoning_content/text) in 6 events")
+    assert '"contents": ""' in err  # the first event, as sent
+
+
+def test_error_event_in_a_spaced_stream_fails_the_request():
+    bad = b'data: {"error": {"object": "error", "message": "engine died", "code": 500}}\r\n\r\n'
+    events = _spaced_events(2, usage=False)
+    records = _run_against([*events[:3], bad, events[-1]], number=2)
+    for r in records:
+        assert not r.ok
+        assert r.error.startswith("error event in stream (code 500): ")
+        assert "engine died" in r.error
+
+
+def test_bench_run_against_a_spaced_sse_server(stack_file, tmp_path):
+    """The whole `kit bench` run (plan, workload, loadgen, summary) on such a server."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(
+        asyncio.start_server(_serve_sse(_spaced_events(4, usage=True)), "127.0.0.1", 0)
+    )
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        plan = build_plan(load_stack(stack_file(services={
+            "llm": {"kind": "chat", "model": "m", "model_source": "hub", "served_name": "m",
+                    "gpus": [0], "port": port},
+        })))  # fmt: skip
+        opts = BenchOptions(pairs=((2, 8),), results_dir=tmp_path, plots=False)
+        (run,) = run_bench(plan, "llm", opts).runs
+        s = run.summary
+        assert (s["completed"], s["failed"], s["output_tokens"]) == (8, 0, 32)
+        assert s["token_count_source"].startswith("usage")
+        assert s["itl_ms"] is not None and s["ttft_ms"] is not None
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

@@ -1,7 +1,7 @@
-"""The engine double (engine_double/vllm_double.py) as a host subprocess over real HTTP.
+"""The engine double (the engine_double/vllm_double package) as a host subprocess over real HTTP.
 
-No Docker and no GPU: each test starts `python vllm_double.py serve ...` on a free 127.0.0.1
-port with a tiny load delay, talks to it with http.client, and always stops the process.
+No Docker and no GPU: each test starts `python engine_double/vllm_double serve ...` on a free
+127.0.0.1 port with a tiny load delay, talks to it with http.client, and always stops the process.
 """
 
 from __future__ import annotations

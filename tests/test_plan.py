@@ -304,7 +304,7 @@ def test_placement_shares_when_no_free_window(stack_file):
         ),
         (
             {"extra_args": ["--api-key", "x"]},
-            ("field 'extra_args'", "never put keys on the command line"),
+            ("field 'extra_args'", "carries a secret"),
         ),
         (
             {"extra_args": ["--task", "embed"]},
@@ -327,7 +327,10 @@ def test_parser_on_pooling_service(stack_file):
 
 def test_parser_newer_than_pinned_version(stack_file):
     path = stack_file(
-        {"defaults": {"vllm_version": "0.8.5"}, "services": {"llm": {"reasoning_parser": "qwen3"}}}
+        {
+            "defaults": {"image": "vllm/vllm-openai:v0.8.5", "vllm_version": "0.8.5"},
+            "services": {"llm": {"reasoning_parser": "qwen3"}},
+        }
     )
     one(plan_problems(path), "parser 'qwen3' needs vLLM 0.9.0 or newer, the stack pins 0.8.5")
 
@@ -339,27 +342,46 @@ def test_renamed_parser(stack_file):
 
 def test_removed_flag_in_extra_args(stack_file):
     svc = {"llm": {"extra_args": ["--swap-space", "4"]}}
-    path = stack_file({"defaults": {"vllm_version": "0.18.0"}, "services": svc})
+    path = stack_file(
+        {
+            "defaults": {"image": "vllm/vllm-openai:v0.18.0", "vllm_version": "0.18.0"},
+            "services": svc,
+        }
+    )
     one(plan_problems(path), "field 'extra_args'", "--swap-space was removed in vLLM 0.18.0")
-    old = plan_of(stack_file({"defaults": {"vllm_version": "0.17.0"}, "services": svc}, name="old"))
+    old = plan_of(
+        stack_file(
+            {
+                "defaults": {"image": "vllm/vllm-openai:v0.17.0", "vllm_version": "0.17.0"},
+                "services": svc,
+            },
+            name="old",
+        )
+    )
     assert old.service("llm").engine_args[-2:] == ("--swap-space", "4")
 
 
 def test_default_fraction_follows_version(stack_file):
-    plan = plan_of(stack_file({"defaults": {"vllm_version": "0.20.0"}}))
+    plan = plan_of(
+        stack_file({"defaults": {"image": "vllm/vllm-openai:v0.20.0", "vllm_version": "0.20.0"}})
+    )
     assert plan.service("llm").fraction == 0.92
 
 
 def test_version_too_old(stack_file):
     one(
-        plan_problems(stack_file({"defaults": {"vllm_version": "0.6.3"}})),
+        plan_problems(
+            stack_file({"defaults": {"image": "vllm/vllm-openai:v0.6.3", "vllm_version": "0.6.3"}})
+        ),
         "defaults.vllm_version",
         "older than",
     )
 
 
 def test_version_newer_than_table_warns(stack_file):
-    plan = plan_of(stack_file({"defaults": {"vllm_version": "9.0.0"}}))
+    plan = plan_of(
+        stack_file({"defaults": {"image": "vllm/vllm-openai:v9.0.0", "vllm_version": "9.0.0"}})
+    )
     assert any("newer than the kit's version table" in w for w in plan.warnings)
 
 

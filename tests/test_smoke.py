@@ -29,14 +29,14 @@ def servers(tmp_path_factory):
             d.stop()
 
 
-def stack(tmp_path, ports, **kinds):
+def stack(tmp_path, ports, version="0.16.0", **kinds):
     services = {
         name: {"kind": kind, "model": name, "model_source": "hub", "served_name": served,
                "gpus": [i], "port": ports[port], **({"reasoning_parser": "qwen3"} if kind == "chat" else {})}
         for i, (name, (kind, served, port)) in enumerate(kinds.items())
     }  # fmt: skip
     data = {"host": {"gpus": 8, "gpu_memory_gib": 80},
-            "defaults": {"image": "x/y:1", "vllm_version": "0.16.0"}, "services": services}  # fmt: skip
+            "defaults": {"image": "x/y:1", "vllm_version": version}, "services": services}  # fmt: skip
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     return build_plan(load_stack(path))
@@ -72,3 +72,25 @@ def test_failures_are_reported_not_raised(servers, tmp_path):
         not checks[("emb", "health")].ok and "is the stack up?" in checks[("emb", "health")].detail
     )
     assert checks[("rr", "models")].ok  # the chat double lists 'c'
+
+
+def test_http_200_error_bodies_fail_with_the_servers_message(servers, tmp_path):
+    """Chat sent to a pooling model: vLLM 0.11 answers HTTP 200 with an error body
+    (vllm-project/vllm#21704), plain and streamed; smoke says so instead of 'expected 1 choice'."""
+    plan = stack(tmp_path, servers, chat=("chat", "e", "emb"))
+    checks = {c.name: c for c in smoke(plan, max_tokens=4)}
+    want = "HTTP 200 with an error body (code 400): The model does not support Chat Completions API"
+    assert not checks["chat"].ok and checks["chat"].detail == want
+    assert not checks["chat stream"].ok and checks["chat stream"].detail == want
+
+
+def test_reasoning_field_must_be_the_pinned_versions(servers, tmp_path):
+    """The chat double imitates vLLM 0.16 ('reasoning'); a stack pinning 0.11.0 expects
+    'reasoning_content', the field clients of 0.11 read."""
+    plan = stack(tmp_path, servers, "0.11.0", chat=("chat", "c", "chat"))
+    checks = {c.name: c for c in smoke(plan, max_tokens=8)}
+    for name in ("chat", "chat stream"):
+        assert not checks[name].ok
+        assert checks[name].detail.startswith(
+            "reasoning in 'reasoning', but vLLM 0.11.0 sends it in 'reasoning_content'"
+        )

@@ -101,12 +101,20 @@ def test_each_version_renders_its_own_flags(stack_file):
     }
     old = build_plan(
         load_stack(
-            stack_file({"defaults": {"vllm_version": "0.8.5"}}, services=services, name="old")
+            stack_file(
+                {"defaults": {"image": "vllm/vllm-openai:v0.8.5", "vllm_version": "0.8.5"}},
+                services=services,
+                name="old",
+            )
         )
     )
     new = build_plan(
         load_stack(
-            stack_file({"defaults": {"vllm_version": "0.11.0"}}, services=services, name="new")
+            stack_file(
+                {"defaults": {"image": "vllm/vllm-openai:v0.11.0", "vllm_version": "0.11.0"}},
+                services=services,
+                name="new",
+            )
         )
     )
     assert old.service("emb").engine_args[-2:] == ("--task", "embed")

@@ -201,3 +201,57 @@ def test_missing_model_folder_is_refused_before_anything_starts(sim_stack, docke
     ):
         lifecycle.up(plan, project)
     assert project_containers(plan.stack.name) == []
+
+
+# --- the deployment record: later commands act on what runs, not on today's stack file -------
+
+
+def up_fast(sim_stack, image):
+    path = sim_stack(env={s: {"KIT_DOUBLE_LOAD_SECONDS": "1"} for s in ("llm", "embed", "rerank")})
+    res = CliRunner().invoke(cli, ["up", str(path), "--image", image])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert len(project_containers(path.stem)) == 3
+    return path
+
+
+def test_down_after_the_stack_file_changed_removes_what_runs(sim_stack, docker_engine):
+    import yaml
+
+    from dockerutil import free_port
+    from kit import record
+    from kit.engine import project_folder
+
+    path = up_fast(sim_stack, docker_engine)
+    name = path.stem
+    old_port = yaml.safe_load(path.read_text())["services"]["llm"]["port"]
+    # after `kit up`: a service renamed, a port changed, even the project renamed
+    data = yaml.safe_load(path.read_text())
+    data["services"]["reranker"] = data["services"].pop("rerank")
+    data["services"]["llm"]["port"] = free_port()
+    data["name"] = f"{name}-renamed"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["status", str(path)])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "changed since `kit up`" in res.stderr
+    assert "rerank " in res.stdout and "reranker" not in res.stdout
+    assert f"127.0.0.1:{old_port}" in res.stdout and "listed" in res.stdout
+    res = runner.invoke(cli, ["smoke", str(path)])  # the running endpoints, from the record
+    assert res.exit_code == 0 and "0 failed" in res.output, res.output + res.stderr
+
+    res = runner.invoke(cli, ["down", str(path)])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert f"stack '{name}' is down" in res.output
+    assert project_containers(name) == [] and project_networks(name) == []
+    assert record.read(project_folder(name)) is None
+    res = runner.invoke(cli, ["status", str(path)])
+    assert res.exit_code == 1 and "is not up: no deployment record" in res.stderr
+
+
+def test_down_after_the_stack_file_was_deleted(sim_stack, docker_engine):
+    path = up_fast(sim_stack, docker_engine)
+    path.unlink()
+    res = CliRunner().invoke(cli, ["down", str(path)])
+    assert res.exit_code == 0, res.output + res.stderr
+    assert project_containers(path.stem) == [] and project_networks(path.stem) == []
