@@ -11,13 +11,13 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kit import __version__, loadgen
-from kit.client import endpoint_for
 from kit.errors import KitError
 from kit.loadgen import Record, RunState, Target
 from kit.metrics import summarize
@@ -45,6 +45,10 @@ class BenchOptions:
     plots: bool = True
     api: str | None = None
     workload: WorkloadSpec = field(default_factory=lambda: WorkloadSpec(api="chat"))
+    #: "gateway": send every request through the stack's gateway (kit.gateway_probe)
+    via: str | None = None
+    #: record the engines' /metrics during each run (server.jsonl, server.png; kit.observe)
+    server_metrics: bool = True
 
 
 @dataclass
@@ -144,7 +148,7 @@ def run_bench(
         wl = workload_for(svc, opts)
         stage = "sweep"
         groups = [[RunSpec(f"p{p}-n{n}", svc, wl, p, n)] for p, n in opts.pairs]
-        label = svc.name
+        label = svc.replica_of or svc.name
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = opts.results_dir / plan.stack.name / f"{label}-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,7 +156,8 @@ def run_bench(
 
     loadgen.install_fast_loop()
     results: list[RunResult] = []
-    with (folder / "requests.jsonl").open("w", encoding="utf-8") as out:
+    recorder = _server_recorder(plan, groups, folder) if opts.server_metrics else None
+    with (folder / "requests.jsonl").open("w", encoding="utf-8") as out, recorder or nullcontext():
         for group in groups:
             for res in asyncio.run(_run_group(plan, group, opts, progress)):
                 results.append(res)
@@ -186,7 +191,23 @@ def run_bench(
         runs = {r.spec.label: (r.spec.service.kind, r.records) for r in results}
         latency_plot(runs, folder / "latency.png")
         throughput_plot(runs, folder / "throughput.png")
+        if recorder is not None:
+            recorder.plot(folder / "server.png")
     return result
+
+
+def _server_recorder(plan: Plan, groups: list[list[RunSpec]], folder: Path):  # type: ignore[no-untyped-def]
+    """Records the benchmarked engines' /metrics (every replica of a service) during the run."""
+    from kit.observe import Scraper, ServerRecorder, engines
+
+    names = list(dict.fromkeys(r.service.replica_of or r.service.name for g in groups for r in g))
+    targets = engines(plan, names)
+    project = None
+    if any(not t.published for t in targets):
+        from kit.engine import Project
+
+        project = Project(plan)
+    return ServerRecorder(Scraper(plan, project), targets, folder)
 
 
 async def _run_group(
@@ -211,13 +232,15 @@ async def _run_group(
     ]
 
 
-def _target(plan: Plan, spec: RunSpec) -> Target:
-    ep = endpoint_for(plan, spec.service)
+def _target(plan: Plan, spec: RunSpec, via: str | None = None) -> Target:
+    from kit.gateway_probe import target_endpoint
+
+    ep = target_endpoint(plan, spec.service, via)
     return Target(spec.label, ep.base_url, spec.service.served_name, ep.api_key)
 
 
 async def _one(sess, plan: Plan, spec: RunSpec, opts: BenchOptions, state: RunState):  # type: ignore[no-untyped-def]
-    target = _target(plan, spec)
+    target = _target(plan, spec, opts.via)
     workload = build(spec.workload, spec.service.served_name, spec.number + opts.warmup)
     return await loadgen.run(
         sess,
@@ -254,10 +277,11 @@ def _write_args(folder: Path, plan: Plan, service: str | None, opts: BenchOption
         "read_timeout": opts.read_timeout,
         "max_failure_rate": opts.max_failure_rate,
         "api": opts.api,
+        "via": opts.via,
         "workload": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts.workload).items()},
         "targets": {
             t.name: f"{t.base_url}  (API key: {'set, not shown' if t.api_key else 'none'})"
-            for t in (_target(plan, r) for g in groups for r in g)
+            for t in (_target(plan, r, opts.via) for g in groups for r in g)
         },
     }  # fmt: skip
     (folder / "args.json").write_text(

@@ -64,6 +64,10 @@ def build_plan(stack):  # type: ignore[no-untyped-def]
 #: commands imported on first use: name -> (module:attribute, one-line help for `kit --help`)
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "batch": ("kit.cli_batch:batch_command", "Send an OpenAI-format batch file to SERVICE."),
+    "train": ("kit.train.cli:train_command", "Run training JOB of STACK and serve its adapter."),
+    "eval": ("kit.train.cli:eval_command", "Compare models on held-out prompts (one metric)."),
+    "pull": ("kit.cli_pull:pull_command", "Download STACK's model folders, verified and pinned."),
+    "export": ("kit.export.cli:export_command", "Export STACK for Kubernetes (k8s)."),
 }
 
 
@@ -117,6 +121,11 @@ def plan(stack: str) -> None:
     from kit.report import print_plan
 
     p = _plan(stack, notes=False)  # the plan prints its notes itself
+    if p.stack.hosts is not None:  # one section per host, then the models over several
+        from kit.hosts import print_plan as print_hosts_plan
+
+        print_hosts_plan(console(), p)
+        return
     print_plan(console(), p)
 
 
@@ -131,11 +140,28 @@ def plan(stack: str) -> None:
 @click.option(
     "--image", metavar="IMAGE", help="Replace every service's image (tests and simulations only)."
 )
-def render(stack: str, output: Path | None, image: str | None) -> None:
-    """Print the compose file for STACK (or write it with -o)."""
-    from kit.render import RenderOptions, render_compose
+@click.option("--host", "host", metavar="HOST", help="A stack over several hosts: HOST's file.")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A stack over several hosts: write one compose file per host here (HOST.yml).",
+)
+def render(stack: str, output: Path | None, image: str | None, host: str | None = None,
+           folder: Path | None = None) -> None:  # fmt: skip
+    """Print the compose file for STACK (or write it with -o); one per host with --host/--dir."""
+    from kit.hosts import compose_texts, pick_host_file
+    from kit.render import RenderOptions
 
-    text = render_compose(_plan(stack), RenderOptions(image=image))
+    texts = compose_texts(_plan(stack), RenderOptions(image=image))
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, body in texts.items():
+            target = folder / f"{name or 'docker-compose'}.yml"
+            target.write_text(body, encoding="utf-8")
+            click.echo(f"wrote {target}", err=True)
+        return
+    text = pick_host_file(texts, host)
     if output is None:
         click.echo(text, nl=False)
         return
@@ -174,10 +200,10 @@ def lint(stacks: tuple[str, ...]) -> None:
 
 
 def _project(plan: Plan, image: str | None = None):  # type: ignore[no-untyped-def]
-    from kit.engine import Project
+    from kit.hosts import make_engine
     from kit.render import RenderOptions
 
-    return Project(plan, options=RenderOptions(image=image))
+    return make_engine(plan, RenderOptions(image=image))
 
 
 def _deployment(stack: str):  # type: ignore[no-untyped-def]
@@ -206,12 +232,21 @@ IMAGE_OPTION = click.option(
 @click.option(
     "--keep-on-failure", is_flag=True, help="Keep containers of a failed start for debugging."
 )
+@click.option(
+    "--pull", is_flag=True, help="First download missing model folders that name a pull: source."
+)
 @IMAGE_OPTION
-def up(stack: str, timeout: float | None, keep_on_failure: bool, image: str | None) -> None:
+def up(stack: str, timeout: float | None, keep_on_failure: bool, image: str | None,
+       pull: bool = False) -> None:  # fmt: skip
     """Start STACK in plan order and wait until every service is ready."""
     from kit import lifecycle
     from kit.progress import Display
 
+    if pull:  # then plan again: shapes and fit from the pulled config.json and weights
+        from kit.cli_pull import run_pull
+        from kit.pull import PullOptions
+
+        run_pull(build_plan(load_stack(stack)), None, PullOptions(only_missing=True))
     plan = _plan(stack)
     project = _project(plan, image)
     out = console()
@@ -225,9 +260,13 @@ def up(stack: str, timeout: float | None, keep_on_failure: bool, image: str | No
     )
     with Display(out) as display:
         result = lifecycle.up(plan, project, timeout=timeout, keep_on_failure=keep_on_failure,
-                              listener=display)  # fmt: skip
+                              listener=display, say=lambda m: out.print(f"  {m}", markup=False))  # fmt: skip
     for p in result.services:
         ep = f"{plan.stack.defaults.bind_address}:{p.service.port}"
+        if p.service.api_address:  # a stack over several hosts (kit.hosts)
+            ep = f"{p.service.api_address}:{p.service.port} (host {'+'.join(n.host for n in p.service.nodes) or p.service.host})"
+        if not p.service.published:
+            ep = f"{p.name}:8000 (stack network, via the gateway)"
         out.print(f"  ready  {p.name:<20} {p.service.served_name:<28} http://{ep}  after {p.ready_at or 0:.1f}s",
                   markup=False, soft_wrap=True)  # fmt: skip
     out.print(f"stack '{plan.stack.name}' is ready after {result.elapsed:.1f}s", style="bold green")
@@ -264,8 +303,10 @@ def status(stack: str) -> None:
     if drift:
         err.print(f"warning: {drift}", style="yellow", markup=False, soft_wrap=True)
     t = Table(title=f"stack '{plan.stack.name}'", box=box.SIMPLE_HEAD, title_justify="left")
+    hosts = plan.stack.hosts is not None  # a stack over several hosts: where each runs
     for col in (
         "service",
+        *(["host"] if hosts else []),
         "kind",
         "GPUs",
         "NVIDIA_VISIBLE_DEVICES",
@@ -276,7 +317,8 @@ def status(stack: str) -> None:
     ):
         t.add_column(col)
     for r in rows:
-        t.add_row(r.name, r.kind, r.gpus, r.visible_devices, r.container, r.health, r.served, r.url)
+        t.add_row(r.name, *([r.host] if hosts else []), r.kind, r.gpus, r.visible_devices,
+                  r.container, r.health, r.served, r.url)  # fmt: skip
     console().print(t)
 
 
@@ -310,12 +352,33 @@ def smoke(stack: str, services: tuple[str, ...], max_tokens: int) -> None:
     from kit.smoke import smoke as run_smoke
 
     plan = _deployment(stack).plan
-    checks = run_smoke(plan, list(services) or None, max_tokens=max_tokens)
+    if plan.gateway is not None:  # every model through the one endpoint, published ones also direct
+        from kit.gateway_smoke import smoke_via_gateway
+
+        checks = smoke_via_gateway(plan, list(services) or None, max_tokens=max_tokens)
+        direct = [s.name for s in plan.services if s.published
+                  and (not services or (s.replica_of or s.name) in services)]  # fmt: skip
+        checks += run_smoke(plan, direct, max_tokens=max_tokens) if direct else []
+    else:
+        checks = run_smoke(plan, list(services) or None, max_tokens=max_tokens)
     console().print(check_table(checks))
     failed = [c for c in checks if not c.ok]
     if failed:
         raise CheckFailed(f"smoke: {len(failed)} of {len(checks)} checks failed")
     click.echo(f"smoke: {len(checks)} passed, 0 failed")
+
+
+@cli.command()
+@click.argument("stack")
+@click.option("-i", "--interval", type=float, default=2.0, show_default=True, help="Seconds.")
+@click.option("-n", "--iterations", type=int, help="Stop after this many refreshes.")
+def top(stack: str, interval: float, iterations: int | None) -> None:
+    """Live per-engine view of STACK from /metrics: requests, KV cache, tokens/s, TTFT."""
+    from kit import top as view
+
+    dep = _deployment(stack)
+    view.run(dep.plan, _project(dep.plan, dep.image_override), console(), interval=interval,
+             iterations=iterations)  # fmt: skip
 
 
 @cli.command()
@@ -326,7 +389,12 @@ def doctor(stack: str | None) -> None:
     from kit.report import findings_table
 
     plan = build_plan(load_stack(stack)) if stack else None
-    findings = run_doctor(plan)
+    if plan is not None and plan.stack.hosts is not None:  # each host's engine (kit.hosts)
+        from kit.hosts import doctor_hosts
+
+        findings = doctor_hosts(plan)
+    else:
+        findings = run_doctor(plan)
     console().print(findings_table(findings))
     bad = [f for f in findings if f.status == "fail"]
     if bad:
@@ -468,12 +536,15 @@ def _ints(text: str) -> tuple[int, ...]:
 )
 @click.option("--no-plots", is_flag=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--via", type=click.Choice(["gateway"]),
+              help="Send the requests through the stack's gateway (by model name).")  # fmt: skip
 def bench(stack: str, service: str | None, parallel: str, number: str, rate: float | None,
           stream: bool, api: str | None, dataset: str, dataset_path: Path | None,
           prompt_tokens: int, min_prompt_length: int, max_prompt_length: int | None,
           max_tokens: int, stop: tuple[str, ...], ignore_eos: bool, documents: int,
           read_timeout: float, warmup: int, mix: str | None, baseline: bool,
-          max_failure_rate: float, results_dir: Path, no_plots: bool, seed: int) -> None:  # fmt: skip
+          max_failure_rate: float, results_dir: Path, no_plots: bool, seed: int,
+          via: str | None = None) -> None:  # fmt: skip
     """Load-test SERVICE of STACK (chat, embed or rerank), or several services with --mix."""
     from kit import bench as b
     from kit.errors import CheckFailed
@@ -486,6 +557,7 @@ def bench(stack: str, service: str | None, parallel: str, number: str, rate: flo
         pairs=b.parse_pairs(_ints(parallel), _ints(number)),
         rate=rate, warmup=warmup, read_timeout=read_timeout,
         max_failure_rate=max_failure_rate, results_dir=results_dir, plots=not no_plots, api=api,
+        via=via,
         workload=WorkloadSpec(
             api="chat", dataset=dataset, dataset_path=dataset_path, prompt_tokens=prompt_tokens,
             max_tokens=max_tokens, stream=stream, stop=stop, ignore_eos=ignore_eos,

@@ -154,6 +154,8 @@ def print_summary(out: Console, s: Summary) -> None:
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even if some lines failed or were invalid.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@click.option("--via", type=click.Choice(["gateway"]),
+              help="Send the requests through the stack's gateway (by model name).")  # fmt: skip
 def batch_command(
     stack: str,
     service: str,
@@ -165,6 +167,7 @@ def batch_command(
     retry_failed: bool,
     allow_failures: bool,
     quiet: bool,
+    via: str | None = None,
 ) -> None:
     """Send the OpenAI-format batch INPUT.jsonl (what `vllm run-batch` reads) to SERVICE of
     the running STACK; write one result line per request to OUTPUT.
@@ -177,6 +180,10 @@ def batch_command(
     )
     plan = deployed(stack).plan  # what runs (its deployment record), not today's stack file
     job = prepare_batch(plan, service, input_path, output, options)
+    if via is not None or not job.service.published:
+        from kit.gateway_probe import target_endpoint
+
+        job.endpoint = target_endpoint(plan, job.service, via)
     err = console(stderr=True)
     for note in job.notes:
         err.print(f"note: {note}", markup=False, soft_wrap=True)

@@ -144,6 +144,8 @@ def read_api_key(path: Path | None) -> str | None:
 def endpoint_for(plan: Plan, service: ServicePlan) -> Endpoint:
     bind = plan.stack.defaults.bind_address
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
+    if service.api_address:  # a stack over several hosts: where its host is reached (kit.hosts)
+        host = service.api_address
     return Endpoint(host, service.port, read_api_key(plan.stack.api_key_file()))
 
 

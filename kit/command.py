@@ -31,6 +31,7 @@ OWNED_FLAGS: dict[str, str] = {
     "--port": "port",
     "--tensor-parallel-size": "tensor_parallel_size",
     "--pipeline-parallel-size": "pipeline_parallel_size",
+    "--data-parallel-size": "data_parallel_size",
     "--gpu-memory-utilization": "gpu_memory_utilization",
     "--max-model-len": "max_model_len",
     "--dtype": "dtype",
@@ -41,6 +42,12 @@ OWNED_FLAGS: dict[str, str] = {
     "--runner": "kind",
     "--convert": "kind",
     "--task": "kind",
+    # vLLM's native multi-node launch: rendered per host for services with hosts (kit.multinode)
+    "--nnodes": "hosts",
+    "--node-rank": "hosts",
+    "--master-addr": "hosts",
+    "--master-port": "multinode",
+    "--headless": "hosts",
 }
 
 #: flags that carry credentials -> where the credential goes instead
@@ -173,6 +180,7 @@ def serve_args(
     svc: Service,
     version: vv.Version,
     extra: tuple[str, ...],
+    dp: int = 1,
 ) -> tuple[str, ...]:
     """The arguments after ``vllm serve``: the kit's own flags first, then ``extra``."""
     args: list[str] = [
@@ -184,6 +192,8 @@ def serve_args(
     ]  # fmt: skip
     if pp > 1:
         args += ["--pipeline-parallel-size", str(pp)]
+    if dp > 1:
+        args += ["--data-parallel-size", str(dp)]
     args += ["--gpu-memory-utilization", f"{fraction:.2f}"]
     if svc.max_model_len:
         args += ["--max-model-len", str(svc.max_model_len)]

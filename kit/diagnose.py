@@ -90,6 +90,25 @@ CAUSES: tuple[Cause, ...] = (
         "the path given to vllm serve is not a model folder inside the container: check that "
         "defaults.model_root/model exists on the host and holds config.json (`kit doctor`)",
     ),
+    # a model over several hosts (kit.multinode)
+    _c(
+        "ray_unsupported",
+        r"current platform \S+ does not support ray",
+        "this vLLM build does not support the Ray executor (vLLM's CPU build refuses it)",
+        "run the Ray recipe with a GPU build of vLLM, or use multinode.backend: native",
+    ),
+    _c(
+        "node_lost",
+        r"Connection closed by peer|Connection reset by peer|lost its peer|"
+        r"has been marked dead because the detector has missed too many heartbeats|"
+        r"RayActorError|ActorDiedError|Worker proc \S+ died unexpectedly|"
+        r"^\[kit\] node part \S+ on host '\S+' stopped",
+        "a node of the model over several hosts was lost",
+        "one host's part of the service stopped (killed, out of memory, or the host or network "
+        "went away) and the others cannot go on without it: the kit removed the service on "
+        "every host; check that host (`kit doctor`) and the network between the hosts, then "
+        "`kit up` again",
+    ),
 )
 
 

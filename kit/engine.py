@@ -51,6 +51,9 @@ class ContainerState:
     exit_code: int | None
     restart_count: int
     health: str | None  # starting | healthy | unhealthy | None (no healthcheck)
+    #: which container this is, for messages, when a service has several or its host matters
+    #: (kit.hosts: "container on host 'b'", "native worker big-node1 on host 'b'")
+    part: str = ""
 
     @property
     def stopped(self) -> bool:

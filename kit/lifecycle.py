@@ -8,12 +8,13 @@ and ``kit down`` still find what runs. ``down`` removes the record once the cont
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kit import record
 from kit.client import PortClosed
-from kit.engine import Engine
+from kit.engine import ContainerState, Engine
 from kit.errors import EngineError, KitError
 from kit.plan import Plan, gpu_ids
 from kit.readiness import Clock, Endpoints, HttpEndpoints, Listener, Waiter, WaitResult
@@ -31,22 +32,28 @@ def preflight(plan: Plan, project: Engine, endpoints: Endpoints | None = None) -
             hint="create it with a line VLLM_API_KEY=<secret> (chmod 600), or remove "
             "defaults.api_key_env_file",
         )
+    from kit.hosts import local_model_paths  # (a remote host's folders are checked there)
+
     missing = [
         f"{s.name}: {s.model_host_path}"
         for s in plan.services
-        if s.model_host_path is not None and not Path(s.model_host_path).is_dir()
+        if s.model_host_path is not None
+        and local_model_paths(plan, s)
+        and not Path(s.model_host_path).is_dir()
     ]
     if missing:
         raise KitError(
             "model folders missing on this host: " + "; ".join(missing),
-            hint="download the models there, or fix defaults.model_root / model (`kit doctor`)",
+            hint="`kit pull STACK` (or `kit up STACK --pull`) fetches folders whose service names "
+            "a pull: source; download the others there, or fix defaults.model_root / model "
+            "(`kit doctor`)",
         )
     net = endpoints or HttpEndpoints()
     ours = set(project.states())
     busy = []
     for s in plan.services:
         ep = net.endpoint(plan, s)
-        if s.name not in ours and net.port_is_open(ep.host, ep.port):
+        if s.published and s.name not in ours and net.port_is_open(ep.host, ep.port):
             busy.append(f"{s.name} ({plan.stack.defaults.bind_address}:{s.port})")
     if busy:
         raise KitError(
@@ -64,13 +71,20 @@ def up(
     listener: Listener | None = None,
     endpoints: Endpoints | None = None,
     clock: Clock | None = None,
+    say: Callable[[str], None] = lambda _m: None,
 ) -> WaitResult:
     """Start every service in plan order and wait until all are ready.
 
     On any failure (a crash, a timeout, Ctrl-C) everything is removed again unless
     ``keep_on_failure``; the error says what happened and why.
     """
+    from kit import gateway_probe
+
+    endpoints = endpoints or gateway_probe.StackEndpoints(project)
     preflight(plan, project, endpoints)
+    aux = gateway_probe.aux_services(plan)  # the gateway and Prometheus: no GPU, start at once
+    if aux:
+        gateway_probe.aux_ports_free(plan, project)
     project.write()
     started_at = record.utc_now()
     image = project.options.image
@@ -87,9 +101,13 @@ def up(
 
     write_record("starting")
     try:
+        if aux:
+            project.start(aux)
         result = Waiter(
             project, timeout=timeout, listener=listener, endpoints=endpoints, clock=clock
         ).run()
+        if aux:
+            gateway_probe.wait_aux(plan, project, say=say)
     except BaseException as exc:
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc).split("\n")[0]
         if keep_on_failure:
@@ -127,7 +145,8 @@ def down_stack(ref: str, *, volumes: bool = False, warn=print) -> str:  # type: 
     """Take down what runs for the stack ``ref`` (a name or a stack file path): the project its
     deployment record names, else the one its stack file plans (no record: not up, or started
     by an older kit). Returns the project name. ``warn`` is told about an unusable record."""
-    from kit.engine import Project, down_by_name
+    from kit.engine import down_by_name
+    from kit.hosts import make_engine
     from kit.render import RenderOptions
 
     try:
@@ -144,7 +163,7 @@ def down_stack(ref: str, *, volumes: bool = False, warn=print) -> str:  # type: 
         plan, image = build_plan(load_stack(ref)), None
     else:
         plan, image = dep.plan, dep.image_override
-    down(Project(plan, options=RenderOptions(image=image)), volumes=volumes)
+    down(make_engine(plan, RenderOptions(image=image)), volumes=volumes)
     return plan.stack.name
 
 
@@ -158,16 +177,21 @@ class ServiceStatus:
     visible_devices: str
     url: str
     served: str
+    #: a stack over several hosts: where it runs (kit.hosts)
+    host: str = ""
 
 
 def status(
     plan: Plan, project: Engine, *, endpoints: Endpoints | None = None
 ) -> list[ServiceStatus]:
-    net = endpoints or HttpEndpoints()
+    from kit import gateway_probe
+
+    net = endpoints or gateway_probe.StackEndpoints(project)
     states = project.states()
     out = []
     for s in plan.services:
-        st = states.get(s.name)
+        # a model over several hosts: its head's row (its service state is a failed part's)
+        st = states.get(f"{s.name}/head") or states.get(s.name)
         ep = net.endpoint(plan, s)
         served = "-"
         if st is not None and st.status == "running":
@@ -176,13 +200,7 @@ def status(
                 served = "listed" if s.served_name in ids else f"HTTP {code}, not listed"
             except (PortClosed, OSError):
                 served = "port closed"
-        container = "not created"
-        if st is not None:
-            container = st.status
-            if st.stopped and st.exit_code is not None:
-                container += f" ({st.exit_code})"
-            if st.restart_count:
-                container += f", {st.restart_count} restarts"
+        container = _container(st)
         out.append(
             ServiceStatus(
                 name=s.name,
@@ -195,6 +213,35 @@ def status(
                 ),
                 url=ep.base_url,
                 served=served,
+                host="+".join(p.host for p in s.nodes) if s.nodes else (s.host or ""),
             )
         )
+        for part in s.nodes[1:]:  # the other hosts' parts of a model over several hosts
+            wst = states.get(part.name)
+            running = wst is not None and wst.status == "running"
+            out.append(
+                ServiceStatus(
+                    name=f"{s.name} ({part.name})", kind=f"{s.recipe} worker",
+                    gpus=gpu_ids(part.gpus), container=_container(wst),
+                    health=(wst.health or "-") if wst else "-",
+                    visible_devices=(project.visible_devices(wst.id) or "-") if running and wst else "-",
+                    url="-", served="-", host=part.host,
+                )
+            )  # fmt: skip
+    for name, kind, url, served in gateway_probe.aux_status(plan, states):  # gateway, Prometheus
+        st = states.get(name)
+        out.append(ServiceStatus(name=name, kind=kind, gpus="-", container=_container(st),
+                                 health=(st.health or "-") if st else "-", visible_devices="-",
+                                 url=url, served=served))  # fmt: skip
+    return out
+
+
+def _container(st: ContainerState | None) -> str:
+    if st is None:
+        return "not created"
+    out = st.status
+    if st.stopped and st.exit_code is not None:
+        out += f" ({st.exit_code})"
+    if st.restart_count:
+        out += f", {st.restart_count} restarts"
     return out

@@ -124,6 +124,15 @@ def lint_stack(ref: str | Path, *, compose_check: ComposeCheck | None = None) ->
         res.problems.append(str(exc))
         return res
     res.warnings += list(plan.warnings)
+    if plan.stack.hosts is not None:  # one compose file per host (kit.hosts), each checked
+        from kit.hosts import compose_texts
+
+        texts = compose_texts(plan)
+        if compose_texts(plan) != texts:
+            res.problems.append("rendering is not deterministic: two renders differ")
+        for host, body in texts.items():
+            res.problems += [f"host '{host}': {p}" for p in schema_problems(body) + check(body)]
+        return res
     text = render_compose(plan)
     if render_compose(plan) != text:
         res.problems.append("rendering is not deterministic: two renders differ")

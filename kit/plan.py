@@ -14,9 +14,17 @@ from pathlib import Path
 
 from kit import gpus as gpu_models
 from kit import kinds
+from kit import replicas as replica_rules
 from kit import vllm_versions as vv
 from kit.command import check_extra_args, serve_args
 from kit.errors import KitError, StackError
+from kit.gateway_plan import (
+    GatewayPlan,
+    ObservabilityPlan,
+    build_gateway,
+    build_observability,
+    exposure_warnings,
+)
 from kit.model_info import (
     DTYPE_BYTES,
     GIB,
@@ -27,6 +35,8 @@ from kit.model_info import (
     read_model,
 )
 from kit.spec import Service, Stack
+from kit.train.jobplan import JobPlan
+from kit.train.plan import plan_jobs
 
 #: The port vLLM listens on inside every container; the host port is the stack's.
 CONTAINER_PORT = 8000
@@ -62,6 +72,35 @@ class ServicePlan:
     reasoning_field: str | None
     fit: FitEstimate | None
     weights_gib: float | None
+    #: with ``hosts:`` (kit.hosts): the host it runs on (a multi-node service: its head's)
+    host: str | None = None
+    #: where the kit reaches its published port (None: the bind address, on this machine)
+    api_address: str | None = None
+    #: a service spanning hosts (kit.multinode): vLLM's recipe (ray | native), every part
+    recipe: str | None = None
+    nodes: tuple[NodePart, ...] = ()
+    #: one of ``replicas: N`` (kit.replicas): the stack's service it is a replica of
+    replica_of: str | None = None
+    #: False: no host port (reached through the gateway on the stack's network); port is 0
+    published: bool = True
+    #: vLLM's own data parallelism in this container (--data-parallel-size)
+    dp: int = 1
+    #: serving the jobs' LoRA adapters (kit.train): adapters_root, mounted read-only
+    adapters_host_path: str | None = None
+
+
+@dataclass(frozen=True)
+class NodePart:
+    """One host's container of a service that spans hosts (built by :mod:`kit.multinode`)."""
+
+    host: str
+    rank: int
+    #: its compose service name on that host (rank 0: the service's own name)
+    name: str
+    gpus: tuple[int, ...]
+    entrypoint: tuple[str, ...]
+    command: tuple[str, ...]
+    env: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -71,8 +110,16 @@ class Plan:
     services: tuple[ServicePlan, ...]
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: the stack's gateway and Prometheus (kit.gateway_plan), when the stack has them
+    gateway: GatewayPlan | None = None
+    observability: ObservabilityPlan | None = None
+    #: the stack's training jobs (kit.train), run by `kit train`
+    jobs: tuple[JobPlan, ...] = ()
 
     def gpu_map(self) -> dict[int, list[tuple[str, float]]]:
+        """GPU -> its services; a stack with ``hosts:`` has one map per host
+        (:func:`kit.hosts.host_view`)."""
+        assert self.stack.host is not None, "a plan over several hosts: map each host's view"
         out: dict[int, list[tuple[str, float]]] = {g: [] for g in range(self.stack.host.gpus)}
         for s in self.services:
             for g in s.gpus:
@@ -82,6 +129,9 @@ class Plan:
     def service(self, name: str) -> ServicePlan:
         for s in self.services:
             if s.name == name:
+                return s
+        for s in self.services:  # a replicated service: its first replica (kit.replicas)
+            if s.replica_of == name:
                 return s
         known = ", ".join(s.name for s in self.services)
         raise KitError(f"stack '{self.stack.name}' has no service {name!r} (services: {known})")
@@ -108,10 +158,19 @@ class _Draft:
     #: canonical extra flag -> value, as the engine will see it
     extra_flags: dict[str, str | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: replicas (kit.replicas): the stack's service and the index (0: not replicated)
+    replica_of: str | None = None
+    replica: int = 0
+    #: vLLM's --data-parallel-size (one container, dp x tp x pp GPUs)
+    dp: int = 1
 
 
 def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
     """Validate ``stack`` against the host and plan it. Raises :class:`StackError`."""
+    if stack.host is None or any(s.host or s.hosts for s in stack.services.values()):
+        from kit.hosts import build_hosts_plan  # several hosts: each planned by this function
+
+        return build_hosts_plan(stack, inspect_models=inspect_models)
     problems: list[str] = []
     notes: list[str] = []
     warnings: list[str] = []
@@ -131,15 +190,19 @@ def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
         )
     warnings += _host_warnings(stack)
 
-    drafts = [_draft(stack, name, svc, problems) for name, svc in stack.services.items()]
+    drafts = _replica_drafts(stack, problems)
 
-    # names and ports
-    _unique(drafts, lambda x: x.served_name, "served_name", "served model name", problems)
-    _unique(drafts, lambda x: x.svc.port, "port", "host port", problems)
+    # names and ports (replicas share their service's served name)
+    _unique([x for x in drafts if x.replica <= 1], lambda x: x.served_name, "served_name",
+            "served model name", problems)  # fmt: skip
+    _unique([x for x in drafts if x.svc.port is not None], lambda x: x.svc.port, "port",
+            "host port", problems)  # fmt: skip
+    _published_ports(stack, drafts, problems)
 
     # version-dependent flags and parsers
     for x in drafts:
         _check_flags(x, version, problems, warnings)
+        x.notes += replica_rules.parallelism_notes(x.svc, x.replica, version, problems, x.name)
 
     # models readable on this machine
     for x in drafts:
@@ -151,6 +214,9 @@ def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
         raise StackError(_label(stack), problems)
 
     _place(stack, drafts, problems, notes, warnings)
+    problems += replica_rules.overlap_problems(
+        [(x.replica_of, x.name, tuple(x.gpus)) for x in drafts if x.replica_of]
+    )
     if problems:
         raise StackError(_label(stack), problems)
 
@@ -165,10 +231,82 @@ def build_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
     order = _start_order(stack, drafts)
     deps = _dependencies(order)
     plans = tuple(_finish(stack, x, deps[x.name], fits[x.name], version) for x in order)
+    jobs, plans = plan_jobs(stack, plans, problems, notes)  # kit.train: jobs + LoRA serving
+    if problems:
+        raise StackError(_label(stack), problems)
     for x in order:
         notes += [f"{x.name}: {n}" for n in x.notes]
     warnings += _exposure_warnings(stack, plans)
-    return Plan(stack=stack, services=plans, notes=tuple(notes), warnings=tuple(warnings))
+    gateway, observability = _aux_plans(stack, plans)
+    warnings += exposure_warnings(gateway, observability)
+    return Plan(stack=stack, services=plans, notes=tuple(notes), warnings=tuple(warnings),
+                gateway=gateway, observability=observability, jobs=jobs)  # fmt: skip
+
+
+def _replica_drafts(stack: Stack, problems: list[str]) -> list[_Draft]:
+    """One draft per container: a service with ``replicas: N`` gives N (kit.replicas)."""
+    drafts = []
+    for name, svc in stack.services.items():
+        for cname, one, index in replica_rules.expand(name, svc, problems):
+            if index and cname in stack.services:
+                problems.append(
+                    f"service '{name}', field 'replicas': replica {index} is named '{cname}', "
+                    f"which is already a service of the stack; rename one of them"
+                )
+            x = _draft(stack, cname, one, problems)
+            if index:
+                x.replica_of, x.replica = name, index
+            drafts.append(x)
+    return drafts
+
+
+def _published_ports(stack: Stack, drafts: list[_Draft], problems: list[str]) -> None:
+    """Without a gateway every service needs its own port; names of the auxiliary services
+    are taken."""
+    aux = []
+    if stack.gateway is not None:
+        aux.append(("gateway", "gateway", stack.gateway.port))
+    if stack.observability is not None:
+        aux.append(("prometheus", "observability", stack.observability.port))
+        if stack.observability.grafana is not None:
+            aux.append(("grafana", "observability.grafana", stack.observability.grafana.port))
+    for x in drafts:
+        if x.svc.port is None and stack.gateway is None:
+            problems.append(
+                f"service '{x.replica_of or x.name}', field 'port': required (the host port "
+                "clients use), unless the stack has a gateway: section, which reaches it"
+            )
+        for name, section, port in aux:
+            if x.name == name:
+                problems.append(
+                    f"service '{x.name}': the name '{name}' is taken by the stack's {section} "
+                    "service; rename the service"
+                )
+            if x.svc.port == port:
+                problems.append(
+                    f"service '{x.replica_of or x.name}', field 'port': {port} is the "
+                    f"{section}'s port; choose another"
+                )
+    for i, (_, section, port) in enumerate(aux):
+        for _, other, port2 in aux[:i]:
+            if port == port2:
+                problems.append(f"field '{section}.port': {port} is the {other}'s port")
+
+
+def _aux_plans(
+    stack: Stack, plans: tuple[ServicePlan, ...]
+) -> tuple[GatewayPlan | None, ObservabilityPlan | None]:
+    bind = stack.defaults.bind_address
+    gateway = None
+    if stack.gateway is not None:
+        gateway = build_gateway(
+            stack.gateway, plans, bind_address=bind, api_key=stack.api_key_file() is not None,
+            order=tuple(stack.services),
+        )  # fmt: skip
+    observability = None
+    if stack.observability is not None:
+        observability = build_observability(stack.observability, plans, gateway, bind_address=bind)
+    return gateway, observability
 
 
 # --- steps ---------------------------------------------------------------------------------
@@ -199,6 +337,9 @@ def _draft(stack: Stack, name: str, svc: Service, problems: list[str]) -> _Draft
             )
         x = _Draft(name, svc, svc.served_name or name, n, gpus=tuple(svc.gpus))
     pp = svc.pipeline_parallel_size
+    if svc.data_parallel_size > 1:  # vLLM's own DP: TP x PP per rank (kit.replicas)
+        n = replica_rules.per_data_parallel_rank(n, svc.data_parallel_size, where, problems)
+        x.dp = svc.data_parallel_size
     if svc.tensor_parallel_size is None:
         if n % pp:
             problems.append(
@@ -525,6 +666,7 @@ def _finish(
         svc=svc,
         version=version,
         extra=x.extra,
+        dp=x.dp,
     )
     weights_gib = None
     if x.info and x.info.weights_bytes:
@@ -551,7 +693,7 @@ def _finish(
         fraction=x.fraction,
         fraction_source=x.fraction_source,
         max_model_len=svc.max_model_len,
-        port=svc.port,
+        port=svc.port or 0,
         engine_args=args,
         depends_on=deps,
         env=env,
@@ -559,6 +701,9 @@ def _finish(
         reasoning_field=vv.reasoning_field(version) if svc.reasoning_parser else None,
         fit=fit,
         weights_gib=weights_gib,
+        replica_of=x.replica_of,
+        published=svc.port is not None,
+        dp=x.dp,
     )
 
 
@@ -578,7 +723,7 @@ def _exposure_warnings(stack: Stack, plans: tuple[ServicePlan, ...]) -> list[str
     out: list[str] = []
     bind = stack.defaults.bind_address
     if bind in ("0.0.0.0", "::"):
-        ports = ", ".join(f"{s.port} ({s.name})" for s in plans)
+        ports = ", ".join(f"{s.port} ({s.name})" for s in plans if s.published)
         key = (
             f"an API key is required (env file {stack.defaults.api_key_env_file})"
             if stack.defaults.api_key_env_file
@@ -589,7 +734,7 @@ def _exposure_warnings(stack: Stack, plans: tuple[ServicePlan, ...]) -> list[str
             f"{key}. Use 127.0.0.1 unless other machines must connect"
         )
     for s in plans:
-        if s.port < PRIVILEGED_PORTS:
+        if s.published and s.port < PRIVILEGED_PORTS:
             out.append(
                 f"{s.name}: port {s.port} is below {PRIVILEGED_PORTS} (a privileged port that "
                 "system services use); choose a port of 1024 or more"

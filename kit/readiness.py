@@ -92,6 +92,8 @@ class Phase(enum.StrEnum):
     WAITING = "waiting for GPU sharers"
     CREATED = "created"
     STARTING = "starting"
+    #: a service over several hosts (kit.multinode): not every node/rank has joined yet
+    CLUSTER = "cluster: waiting for every node"
     LOADING = "loading: port closed"
     UNHEALTHY = "loading: /health not 200"
     HEALTHY = "healthy: model not listed"
@@ -226,15 +228,20 @@ class Waiter:
         if st.stopped:
             code = f"exit status {st.exit_code}" if st.exit_code is not None else st.status
             when = "after it was ready" if p.phase is Phase.READY else "while loading"
-            self._fail(p, f"container exited ({code}) {when}", st)
+            self._fail(p, f"{st.part or 'container'} exited ({code}) {when}", st)
         if st.status == "restarting" or (p.restarts is not None and st.restart_count > p.restarts):
-            self._fail(p, f"container restarted ({st.restart_count} restarts): it crashed", st)
+            what = st.part or "container"
+            self._fail(p, f"{what} restarted ({st.restart_count} restarts): it crashed", st)
         if st.status == "created" and p.phase is Phase.CREATED:
             return
         if st.status == "running" and p.phase is Phase.CREATED:
             self._set(p, Phase.STARTING)
 
     def _probe(self, p: ServiceProgress) -> Phase:
+        if p.service.nodes:  # over several hosts: first every node joins (kit.hosts engine)
+            waiting = getattr(self.project, "cluster_waiting", None)
+            if waiting is not None and waiting(p.service) is not None:
+                return Phase.CLUSTER
         ep = self.endpoints[p.name]
         try:
             health = ep.get("/health", timeout=PROBE_TIMEOUT_S)

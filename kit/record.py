@@ -18,7 +18,9 @@ changes)::
     api_key_env_file the env file's resolved path (the key itself is never read here)
     image            {stack: the stack's image, override: the --image given to kit up or null}
     services         per service, for people and tools: name, kind, served_name, gpus,
-                     fraction, port, url, image, image_override, engine_args, depends_on
+                     fraction, port, url, image, image_override, engine_args, depends_on,
+                     replica_of (replicas: the stack's service)
+    gateway          with a gateway: its url and every model it lists
     plan             the Plan itself (the stack model and every ServicePlan field), the part
                      read back
 
@@ -166,13 +168,20 @@ def to_record(
                 "gpus": list(s.gpus),
                 "fraction": s.fraction,
                 "port": s.port,
-                "url": endpoint_for(plan, s).base_url,
+                "url": endpoint_for(plan, s).base_url
+                if s.published
+                else f"http://{s.name}:8000 (stack network, through the gateway)",
+                "replica_of": s.replica_of,
                 "image": image_override or d.image,
                 "image_override": image_override is not None,
                 "engine_args": list(s.engine_args),
                 "depends_on": list(s.depends_on),
+                # a stack over several hosts (kit.hosts): where it runs, its parts elsewhere
+                **({"host": s.host} if s.host else {}),
+                **({"nodes": [{"host": n.host, "rank": n.rank, "container": n.name,
+                               "gpus": list(n.gpus)} for n in s.nodes]} if s.nodes else {}),
             }
-        )
+        )  # fmt: skip
     now = utc_now()
     return {
         "schema": SCHEMA,
@@ -193,8 +202,16 @@ def to_record(
         "api_key_env_file": str(key_file) if key_file else None,
         "image": {"stack": d.image, "override": image_override},
         "services": services,
+        **({"hosts": _hosts(plan)} if stack.hosts is not None else {}),
+        **({"gateway": _gateway(plan)} if plan.gateway is not None else {}),
         "plan": _encode(plan),
     }
+
+
+def _hosts(plan: Plan) -> dict[str, Any]:
+    from kit.hosts import record_hosts
+
+    return record_hosts(plan)
 
 
 def write(
@@ -473,3 +490,10 @@ def _decode_dataclass(cls: type, value: Any) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"{cls.__name__}.{f.name} is missing")
     return cls(**kwargs)
+
+
+def _gateway(plan: Plan) -> dict[str, Any]:
+    """The gateway's address and models, for people and tools (the plan holds the rest)."""
+    g = plan.gateway
+    assert g is not None
+    return {"url": f"http://{g.bind_address}:{g.port}/v1", "models": list(g.models())}

@@ -16,6 +16,7 @@ import jinja2
 
 from kit import __version__
 from kit.plan import CONTAINER_PORT, Plan, ServicePlan
+from kit.train.jobplan import ADAPTERS_MOUNT
 
 HF_HOME = "/root/.cache/huggingface"
 VLLM_CACHE = "/root/.cache/vllm"
@@ -86,6 +87,9 @@ def compose_context(plan: Plan, options: RenderOptions) -> dict[str, Any]:
         named_volumes.append("hf-cache")
     if d.cache.vllm is None:
         named_volumes.append("vllm-cache")
+    from kit.gateway_render import compose_parts
+
+    aux = compose_parts(plan)
     host = f"{stack.host.gpus} x {stack.host.gpu_model or 'GPU'} {stack.host.memory_gib:g} GiB"
     return {
         "kit_version": __version__,
@@ -94,8 +98,14 @@ def compose_context(plan: Plan, options: RenderOptions) -> dict[str, Any]:
         "host": host,
         "vllm_version": d.vllm_version,
         "services": [_service(plan, s, options) for s in plan.services],
-        "named_volumes": named_volumes,
+        "named_volumes": named_volumes + aux["aux_volumes"],
+        **aux,
     }
+
+
+def service_context(plan: Plan, s: ServicePlan, options: RenderOptions) -> dict[str, Any]:
+    """The template context of one compose service (kit.multinode adapts it per host)."""
+    return _service(plan, s, options)
 
 
 def _service(plan: Plan, s: ServicePlan, options: RenderOptions) -> dict[str, Any]:
@@ -106,6 +116,11 @@ def _service(plan: Plan, s: ServicePlan, options: RenderOptions) -> dict[str, An
         volumes.append(
             {"type": "bind", "source": s.model_host_path, "target": s.model_arg, "read_only": True}
         )
+    if s.adapters_host_path is not None:  # the jobs' LoRA adapters (kit.train.serving)
+        volumes.append(
+            {"type": "bind", "source": s.adapters_host_path, "target": ADAPTERS_MOUNT,
+             "read_only": True}
+        )  # fmt: skip
     for host_path, name, target in (
         (d.cache.hf, "hf-cache", HF_HOME),
         (d.cache.vllm, "vllm-cache", VLLM_CACHE),
@@ -134,9 +149,13 @@ def _service(plan: Plan, s: ServicePlan, options: RenderOptions) -> dict[str, An
         "kit.gpus": ",".join(map(str, s.gpus)),
         "kit.vllm-version": d.vllm_version,
     }
+    if s.replica_of:
+        labels["kit.replica-of"] = s.replica_of
     return {
         "name": s.name,
         "image": options.image or d.image,
+        "entrypoint": ["vllm", "serve"],
+        "network_mode": None,  # host networking: the multi-node parts (kit.multinode)
         "command": list(s.engine_args),
         "device_ids": [str(g) for g in s.gpus],
         "ipc": d.ipc,
@@ -146,6 +165,7 @@ def _service(plan: Plan, s: ServicePlan, options: RenderOptions) -> dict[str, An
         "env_files": [str(key_file)] if key_file else [],
         "bind_address": d.bind_address,
         "port": s.port,
+        "published": s.published,
         "container_port": CONTAINER_PORT,
         "health": {
             "test": ["CMD", "python3", "-c", HEALTH_PROBE],

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kit.plan import Plan, gpu_ids
+from kit.train.report import adapter_lines, jobs_table
 
 
 def console(stderr: bool = False) -> Console:
@@ -30,6 +31,16 @@ def print_plan(out: Console, plan: Plan) -> None:
     )
     out.print(gpu_table(plan))
     out.print(service_table(plan))
+    jobs = jobs_table(plan)  # kit.train: the stack's training jobs and the adapters served
+    if jobs is not None:
+        out.print(jobs)
+        out.print("adapters served", style="bold")
+        for line in adapter_lines(plan):
+            out.print(f"  {line}", soft_wrap=True, markup=False)
+    from kit.gateway_render import plan_lines  # the gateway's routes, Prometheus' targets
+
+    for line in plan_lines(plan):
+        out.print(line, soft_wrap=True, markup=False)
     for title, items, style in (("notes", plan.notes, ""), ("warnings", plan.warnings, "yellow")):
         if items:
             out.print(title, style="bold")
@@ -107,7 +118,8 @@ def service_table(plan: Plan) -> Table:
         fit = "-" if s.fit is None else f"{s.fit.needed_gib:.1f}/{s.fit.budget_gib:.1f} GiB"
         t.add_row(
             str(i), s.name, s.kind, s.served_name, gpus, f"{s.tp} x {s.pp}", frac,
-            f"{bind}:{s.port}", ", ".join(s.depends_on) or "-", fit, f"{s.startup_timeout}s",
+            f"{bind}:{s.port}" if s.published else "via gateway", ", ".join(s.depends_on) or "-",
+            fit, f"{s.startup_timeout}s",
         )  # fmt: skip
     return t
 

@@ -16,6 +16,7 @@ from kit import kinds, wire
 from kit import vllm_versions as vv
 from kit.client import Endpoint, PortClosed, Response, StreamError, endpoint_for
 from kit.plan import Plan, ServicePlan
+from kit.train.smoke import adapter_checks
 
 # The source notes' own examples.
 CHAT_PROMPT = "甲乙两班共有学生98人，甲班比乙班多6人，求两班各有多少人？"
@@ -62,6 +63,8 @@ def smoke(plan: Plan, services: list[str] | None = None, *, max_tokens: int = 64
     for s in chosen:
         t = Target(endpoint_for(plan, s), s, max_tokens, version, wire.reasoning_fields(version))
         for name, fn in checks_for(s):
+            out.append(run_check(s.name, name, lambda fn=fn, t=t: fn(t)))
+        for name, fn in adapter_checks(s):  # the jobs' LoRA adapters it serves (kit.train)
             out.append(run_check(s.name, name, lambda fn=fn, t=t: fn(t)))
     return out
 
@@ -173,7 +176,7 @@ def check_chat_stream(t: Target) -> str:
                 chunks += 1
                 ttft = at if ttft is None else ttft
             reasoning_seen = reasoning_seen or reasoning
-        if obj.get("usage") and not obj.get("choices"):
+        if obj.get("usage"):  # vLLM: with no choices; LiteLLM: with an empty delta
             usage = obj["usage"]
     _ensure(done_last, "stream did not end with data: [DONE]")
     _ensure(chunks > 0, "no chunk carried output")

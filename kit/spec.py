@@ -26,6 +26,9 @@ from pydantic import (
 from kit import gpus as gpu_models
 from kit import kinds
 from kit.errors import KitError, StackError
+from kit.gateway_spec import Gateway, Observability
+from kit.hub_source import PullSource
+from kit.train.spec import Job, check_jobs
 from kit.vllm_versions import Version
 
 _SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -128,6 +131,90 @@ class Host(_Model):
         return usable
 
 
+class HostTLS(_Model):
+    """Client certificates for a ``tcp://`` Docker endpoint (files on this machine)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
+_DOCKER_URL = re.compile(r"^(unix://|tcp://|ssh://)\S+$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+
+
+class HostEntry(Host):
+    """One host of a stack that spans several (``hosts:``); its engine, GPUs and addresses.
+    Rules that need the whole stack live in :mod:`kit.hosts`."""
+
+    #: the host's Docker engine: unix:///..., ssh://user@host or tcp://host:2376 (with tls);
+    #: omitted (and no context): the engine the docker CLI uses here
+    docker: str | None = None
+    #: a Docker context name instead of ``docker``
+    context: str | None = None
+    tls: HostTLS | None = None
+    #: the host's address on the cluster network (VLLM_HOST_IP, Ray and master address)
+    address: str | None = None
+    #: its network interface on the cluster network (GLOO/NCCL/TP socket interface names)
+    interface: str | None = None
+    #: where the kit and clients reach ports published on this host; default: 127.0.0.1 for an
+    #: engine on this machine (unix socket or the default), else ``address``
+    api_address: str | None = None
+    #: overrides defaults.bind_address on this host
+    bind_address: str | None = None
+
+    @field_validator("docker")
+    @classmethod
+    def _docker(cls, v: str | None) -> str | None:
+        if v is not None and not _DOCKER_URL.match(v):
+            raise ValueError(
+                f"docker {v!r} is not a Docker endpoint: use unix:///var/run/docker.sock, "
+                "ssh://user@host or tcp://host:2376 (or context: NAME)"
+            )
+        return v
+
+    @field_validator("bind_address")
+    @classmethod
+    def _bind(cls, v: str | None) -> str | None:
+        return None if v is None else Defaults._ip(v)
+
+    @field_validator("interface")
+    @classmethod
+    def _ifname(cls, v: str | None) -> str | None:
+        if v is not None and not _IFNAME.match(v):
+            raise ValueError(f"interface {v!r} is not a network interface name such as eth0")
+        return v
+
+    @field_validator("address", "api_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", v):
+            raise ValueError(f"{v!r} is not an IP address or host name")
+        return v
+
+    @model_validator(mode="after")
+    def _engine(self) -> HostEntry:
+        if self.docker is not None and self.context is not None:
+            raise ValueError("give docker or context, not both")
+        if self.tls is not None and not (self.docker or "").startswith("tcp://"):
+            raise ValueError("tls goes with a tcp:// docker endpoint")
+        return self
+
+
+class MultiNode(_Model):
+    """How a service that spans hosts is launched (vLLM's multi-node recipes)."""
+
+    #: ray: a Ray head container runs vllm serve with the Ray executor, workers join it;
+    #: native: vLLM's own --nnodes launch (from 0.11.1), the other hosts --headless.
+    #: Omitted: native where the pinned version has it, else ray.
+    backend: Literal["ray", "native"] | None = None
+    #: the head's port: Ray's GCS port (default 6379) or vLLM's --master-port (default 29501)
+    port: Annotated[int, Field(ge=1024, le=65000)] | None = None
+    #: ray: worker ports per node, each node its own range after the fixed ports (needed when
+    #: nodes share an address); omitted: Ray's default range, the same on every node
+    ray_worker_ports: Annotated[int, Field(ge=16, le=20000)] | None = None
+
+
 class Cache(_Model):
     """Host folders for caches; ``None`` keeps the cache in a named Docker volume."""
 
@@ -154,6 +241,17 @@ class Defaults(_Model):
     shm_size: str | None = None
     restart: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     env: dict[str, str] = Field(default_factory=dict)
+    #: host folder of LoRA adapters the stack's jobs write and its services serve (kit.train)
+    adapters_root: str | None = None
+    #: the training jobs' image (pinned TRL/PEFT/accelerate on a CUDA PyTorch base) and the
+    #: TRL release inside it (the config keys are checked against it: kit/trl_versions.py)
+    train_image: str | None = None
+    trl_version: str = "1.16.0"
+
+    @field_validator("train_image")
+    @classmethod
+    def _train_image(cls, v: str | None) -> str | None:
+        return None if v is None else cls._pinned(v)
 
     @field_validator("image")
     @classmethod
@@ -196,7 +294,7 @@ class Defaults(_Model):
             )
         return v.lstrip("v")
 
-    @field_validator("model_root")
+    @field_validator("model_root", "adapters_root")
     @classmethod
     def _root(cls, v: str | None) -> str | None:
         return _host_path(v)
@@ -275,13 +373,20 @@ class Service(_Model):
     kind: str
     model: Annotated[str, Field(min_length=1)]
     model_source: Literal["local", "hub"] | None = None
+    #: where the model folder comes from (`kit pull`): a hub id, or repo/revision/hub
+    pull: PullSource | None = None
     served_name: str | None = None
     gpus: int | tuple[int, ...]
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] | None = None
     pipeline_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None
     max_model_len: Annotated[int, Field(ge=16)] | None = None
-    port: Annotated[int, Field(ge=1, le=65535)]
+    #: host port; optional with a gateway (unpublished: reached through the gateway only)
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    #: containers of this service on disjoint GPU sets, one model name behind the gateway
+    replicas: Annotated[int, Field(ge=1, le=64)] = 1
+    #: vLLM's own data parallelism in ONE container (--data-parallel-size): DP x TP x PP GPUs
+    data_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     reasoning_parser: str | None = None
     tool_call_parser: str | None = None
     trust_remote_code: bool = False
@@ -289,6 +394,14 @@ class Service(_Model):
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
     startup_timeout: Annotated[int, Field(ge=10, le=24 * 3600)] | None = None
+    #: serving LoRA adapters (kit.train): --max-lora-rank; default: the largest rank of the
+    #: jobs that serve into it, rounded up to a size vLLM takes
+    max_lora_rank: Annotated[int, Field(ge=1, le=512)] | None = None
+    #: with ``hosts:``: the host it runs on (omitted: placed automatically)
+    host: str | None = None
+    #: with ``hosts:``: the hosts ONE model spans (first: the API server); gpus are per host
+    hosts: tuple[str, ...] | None = None
+    multinode: MultiNode | None = None
 
     @field_validator("gpus", mode="before")
     @classmethod
@@ -378,9 +491,17 @@ class Service(_Model):
 class Stack(_Model):
     name: str
     description: str | None = None
-    host: Host
+    #: one host (``host:``) or several (``hosts:``, see :mod:`kit.hosts`): exactly one is set
+    host: Host | None = None
+    hosts: dict[str, HostEntry] | None = None
     defaults: Defaults
     services: dict[str, Service]
+    #: training jobs (kit/train/spec.py), run one at a time by `kit train`
+    jobs: dict[str, Job] = Field(default_factory=dict)
+    #: one endpoint for every model (kit/gateway_spec.py)
+    gateway: Gateway | None = None
+    #: a Prometheus service scraping every engine (``true`` or settings)
+    observability: Observability | None = None
     #: where the stack was read from (not part of the YAML)
     source: str = Field(default="<memory>", exclude=True)
     #: the folder relative paths in the stack are resolved against
@@ -409,6 +530,40 @@ class Stack(_Model):
                     f"service name {name!r} must be lowercase letters, digits, '.', '-' or '_'"
                 )
         return v
+
+    @field_validator("jobs")
+    @classmethod
+    def _jobs(cls, v: dict[str, Job], info: ValidationInfo) -> dict[str, Job]:
+        if v and info.data.get("hosts") is not None:
+            raise ValueError("training jobs run on a stack of one host (host:), not hosts:")
+        return check_jobs(v)
+
+    @field_validator("observability", mode="before")
+    @classmethod
+    def _observability(cls, v: Any) -> Any:
+        return None if v is False else v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: dict[str, HostEntry] | None) -> dict[str, HostEntry] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("hosts is empty: name at least one host, or use host:")
+            for name in v:
+                if not _PROJECT_NAME.match(name):
+                    raise ValueError(
+                        f"host name {name!r} must be lowercase letters, digits, '-' or '_'"
+                    )
+        return v
+
+    @model_validator(mode="after")
+    def _one_host_section(self) -> Stack:
+        if (self.host is None) == (self.hosts is None):
+            raise ValueError(
+                "give host: (one host) or hosts: (several, each with its Docker engine), "
+                + ("not both" if self.host is not None else "one of them is required")
+            )
+        return self
 
     def host_path(self, p: str) -> str:
         """A host path from the stack: ``~`` expanded, relative ones against its folder."""
@@ -576,8 +731,8 @@ def _format_error(err: Any) -> str:
         msg = "unknown field (check the spelling; see README 'Stack file reference')"
     elif err.get("type") == "missing":
         msg = "required field is missing"
-    if len(loc) >= 2 and loc[0] == "services":
-        where = f"service '{loc[1]}'"
+    if len(loc) >= 2 and loc[0] in ("services", "jobs"):
+        where = f"{loc[0][:-1]} '{loc[1]}'"
         if len(loc) > 2:
             where += f", field '{'.'.join(loc[2:])}'"
         return f"{where}: {msg}"

@@ -103,6 +103,21 @@ DEFAULT_GPU_MEMORY_UTILIZATION: tuple[Rule, ...] = (
     Rule(V("0.20.0"), None, ("0.92",)),
 )
 
+# --- one model over several hosts (kit.multinode) ------------------------------------------------
+# Ray: a Ray cluster over the hosts; vllm serve runs once, on the head, with the Ray executor
+# (every version of the table). Native: vLLM's own launch without Ray, --nnodes/--node-rank/
+# --master-addr/--master-port on every host (rank 0 serves the API, the others --headless), with
+# the mp executor: the flags appear in vLLM 0.11.1 (vllm/engine/arg_utils.py; 0.11.0 has none)
+# and vLLM refuses --nnodes > 1 with any other executor. Values in {} are filled per host.
+_NATIVE = ("--distributed-executor-backend", "mp", "--nnodes", "{nnodes}", "--node-rank", "{rank}",
+           "--master-addr", "{master_addr}", "--master-port", "{master_port}")  # fmt: skip
+MULTINODE_FLAGS: dict[str, tuple[Rule, ...]] = {
+    "ray": (Rule(V("0.0.0"), None, ("--distributed-executor-backend", "ray")),),
+    "native": (Rule(V("0.11.1"), None, _NATIVE),),
+}
+#: what the hosts after the first add in the native recipe (no API server there)
+NATIVE_HEADLESS = ("--headless",)
+
 
 @dataclass(frozen=True)
 class Span:
@@ -228,6 +243,29 @@ def default_gpu_memory_utilization(v: Version) -> float:
     return float(_pick(DEFAULT_GPU_MEMORY_UTILIZATION, v).value[0])
 
 
+def multinode_backends(v: Version) -> tuple[str, ...]:
+    """vLLM's multi-node recipes that version ``v`` has."""
+    return tuple(b for b, rules in MULTINODE_FLAGS.items() if any(r.covers(v) for r in rules))
+
+
+def default_multinode_backend(v: Version) -> str:
+    """vLLM's own launch where the version has it (no Ray needed), else Ray."""
+    return "native" if "native" in multinode_backends(v) else "ray"
+
+
+def multinode_flags(backend: str, v: Version, **values: object) -> tuple[str, ...]:
+    """The flags of ``backend``'s recipe for vLLM ``v`` with ``values`` filled in (``nnodes``,
+    ``rank``, ``master_addr``, ``master_port`` for native); ``ValueError`` if ``v`` lacks it."""
+    rule = next((r for r in MULTINODE_FLAGS[backend] if r.covers(v)), None)
+    if rule is None:
+        since = min(r.since for r in MULTINODE_FLAGS[backend])
+        raise ValueError(
+            f"vLLM {v} has no {backend} multi-node launch (from {since}); use "
+            f"{' or '.join(multinode_backends(v))}"
+        )
+    return tuple(a.format(**values) for a in rule.value)
+
+
 def parsers_in(table: dict[str, Span], v: Version) -> list[str]:
     return sorted(name for name, span in table.items() if span.covers(v))
 
@@ -336,3 +374,27 @@ def translate_legacy(args: tuple[str, ...], kind: str, v: Version) -> Translatio
         out.append(a)
         i += 1
     return Translation(tuple(out), tuple(notes), tuple(errors))
+
+
+# --- /metrics names (read by kit.observe: kit top, kit bench's server-side series) -----------
+# From the released sources (vllm/v1/metrics/loggers.py, vllm/engine/metrics.py): the KV-cache
+# gauge vllm:gpu_cache_usage_perc (<= 0.8.5) got the name vllm:kv_cache_usage_perc in 0.9.0;
+# the old name stayed, marked DEPRECATED, through 0.11 and is gone from 0.13. The other names
+# the kit reads are the same in every version of the table (counters end in _total).
+METRIC_NAMES: dict[str, tuple[Rule, ...]] = {
+    "kv_cache_usage": (
+        Rule(V("0.0"), V("0.9.0"), ("vllm:gpu_cache_usage_perc",)),
+        Rule(V("0.9.0"), None, ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),
+    ),
+    "running": (Rule(V("0.0"), None, ("vllm:num_requests_running",)),),
+    "waiting": (Rule(V("0.0"), None, ("vllm:num_requests_waiting",)),),
+    "preemptions": (Rule(V("0.0"), None, ("vllm:num_preemptions_total",)),),
+    "generation_tokens": (Rule(V("0.0"), None, ("vllm:generation_tokens_total",)),),
+    "ttft": (Rule(V("0.0"), None, ("vllm:time_to_first_token_seconds",)),),
+}
+
+
+def metric_names(role: str, v: Version) -> tuple[str, ...]:
+    """The /metrics names vLLM ``v`` may use for ``role`` (a key of :data:`METRIC_NAMES`),
+    the version's own first (a V0 engine of 0.9-0.11 still sends only the old one)."""
+    return _pick(METRIC_NAMES[role], v).value

@@ -30,6 +30,10 @@ COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 RERANK = "/v1/rerank"
 SCORE = "/v1/score"
+#: vLLM's runtime LoRA loading (needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in the server);
+#: body {"lora_name": ..., "lora_path": ...}
+LOAD_LORA = "/v1/load_lora_adapter"
+UNLOAD_LORA = "/v1/unload_lora_adapter"
 
 #: ``kit bench --api`` value -> the path it posts to
 API_PATHS: dict[str, str] = {

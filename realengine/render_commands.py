@@ -48,6 +48,11 @@ def main() -> None:
             print(f"render_commands: {path.stem}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         for s in plan.services:
+            if s.nodes:  # a model over several hosts: each host's vllm serve (not ray start)
+                for part in s.nodes:
+                    if part.entrypoint[0] != "ray":
+                        out.append({"name": f"{path.stem}/{part.name}", "argv": list(part.command)})
+                continue
             out.append({"name": f"{path.stem}/{s.name}", "argv": list(s.engine_args)})
     print(json.dumps(out, indent=1))
 

@@ -9,11 +9,14 @@ import pytest
 from kit.diagnose import CAUSES, diagnose
 
 LOGS = Path(__file__).parent / "fixtures" / "vllm_logs"
+# causes of a model over several hosts: real logs from the two-engine Ray tests (kit.hosts)
+MULTINODE_LOGS = Path(__file__).parent / "fixtures" / "multinode_logs"
 
 
 @pytest.mark.parametrize("cause", [c.key for c in CAUSES])
 def test_fixture_log_is_recognised(cause):
-    log = (LOGS / f"{cause}.log").read_text()
+    path = LOGS / f"{cause}.log"
+    log = (path if path.exists() else MULTINODE_LOGS / f"{cause}.log").read_text()
     d = diagnose(log)
     assert d.cause is not None and d.cause.key == cause, d
     assert d.line and d.line.strip() in log

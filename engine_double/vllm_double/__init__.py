@@ -14,6 +14,7 @@ Modules, in the order a request meets them:
     env           environment knobs, the imitated version, the visible GPUs
     config        the simulated engine configuration (flags, model folder, environment)
     server        the process: startup checks in vLLM's order, loading, serving, crash, stop
+    multinode     vLLM's native multi-node launch: nodes join the head, a lost node is fatal
     logs          vLLM's log lines and prefixes
     failures      vLLM's tracebacks for each failure cause
     http_server   HTTP/1.1 on asyncio streams: requests, responses, SSE, connections

@@ -99,6 +99,13 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         p.add_argument("--enable-reasoning", action="store_true", default=False)
     if v < (0, 13):
         p.add_argument("--task", default=None)
+    if v >= (0, 9, 2):
+        p.add_argument("--headless", action="store_true", default=False)
+    if v >= (0, 11, 1):  # vLLM's native multi-node launch (multinode.py)
+        p.add_argument("--nnodes", "-n", type=int, default=1)
+        p.add_argument("--node-rank", "-r", type=int, default=0)
+        p.add_argument("--master-addr", default="127.0.0.1")
+        p.add_argument("--master-port", type=int, default=29501)
     if v >= (0, 10, 1):
         p.add_argument("--runner", default="auto", choices=["auto", "generate", "pooling", "draft"])
         p.add_argument(

@@ -42,6 +42,16 @@ class Config:
         self.max_num_batched_tokens = ns.max_num_batched_tokens
         self.gpus = visible_gpu_count()
         self.world = self.tp * self.pp
+        # vLLM's native multi-node launch (multinode.py): this node's share of the world
+        self.nnodes = max(1, int(getattr(ns, "nnodes", 1) or 1))
+        self.node_rank = int(getattr(ns, "node_rank", 0) or 0)
+        self.master_addr = getattr(ns, "master_addr", "127.0.0.1")
+        self.master_port = int(getattr(ns, "master_port", 29501))
+        self.headless = bool(getattr(ns, "headless", False))
+        self.backend = ns.distributed_executor_backend
+        self.local_world = max(1, self.world // self.nnodes)
+        first = self.node_rank * self.local_world
+        self.local_ranks = list(range(first, first + self.local_world))
         self.gpu_total_gib = env_float("KIT_DOUBLE_GPU_MEMORY_GIB", 79.19)
 
         # model folder (local path or a hub id that we pretend is cached)

@@ -21,6 +21,8 @@ ENV_KNOBS = {
     "KIT_DOUBLE_EMBED_DIM": "embedding dimension (default: config.json hidden_size, else 384)",
     "KIT_DOUBLE_LOG_INTERVAL": "seconds between 'still loading' lines in never-ready mode (default 5)",
     "KIT_DOUBLE_GPU_MEMORY_GIB": "total memory per simulated GPU in GiB (default 79.19, an H100 80GB)",
+    "KIT_DOUBLE_JOIN_DELAY": "seconds a headless node waits before joining its head (default 0)",
+    "KIT_DOUBLE_CONNECT_TIMEOUT": "seconds a headless node keeps trying to reach its head (default 600)",
     "KIT_DOUBLE_ERROR_SHAPE": "'nested' or 'flat' error JSON (default by version: nested from 0.10.1)",
 }
 

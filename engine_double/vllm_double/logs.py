@@ -119,11 +119,12 @@ class Log:
             f"served_model_name={c.served_names[0]}, enable_prefix_caching=True, "
             f"chunked_prefill_enabled=True, pooler_config={'None' if c.mode == 'generate' else 'PoolerConfig()'}",
         )
-        self.core_line(
-            "INFO",
-            "parallel_state.py:1208",
-            f"rank 0 in world size {c.world} is assigned as DP rank 0, PP rank 0, TP rank 0, EP rank 0",
-        )
+        if c.nnodes == 1:  # over several nodes, multinode.py logs each node's ranks once joined
+            self.core_line(
+                "INFO",
+                "parallel_state.py:1208",
+                f"rank 0 in world size {c.world} is assigned as DP rank 0, PP rank 0, TP rank 0, EP rank 0",
+            )
 
     def loading_started(self, c: Config) -> None:
         self.core_line("INFO", "gpu_model_runner.py:2602", f"Starting to load model {c.model}...")

@@ -11,6 +11,7 @@ import signal
 import socket
 import time
 
+from . import multinode
 from .api import API
 from .config import Config
 from .env import env_flag, env_float, env_int
@@ -34,6 +35,8 @@ class Server:
         self.stop_event: asyncio.Event | None = None
         self.sock: socket.socket | None = None
         self.listener: asyncio.base_events.Server | None = None
+        self.rendezvous: multinode.Rendezvous | None = None
+        self.watcher: asyncio.Task | None = None
 
     async def sleep_or_stop(self, seconds: float) -> bool:
         """Sleep; True when the process was asked to stop meanwhile."""
@@ -77,6 +80,10 @@ class Server:
         finally:
             if crash_task:
                 crash_task.cancel()
+            if self.watcher:
+                self.watcher.cancel()
+            if self.rendezvous:
+                self.rendezvous.close()
             await self.close_http()
 
     async def _run(self) -> int:
@@ -94,7 +101,7 @@ class Server:
 
         self.phase = "loading"
         log.preamble(c)
-        if not self.bind_socket():
+        if not c.headless and not self.bind_socket():  # a headless node serves no API
             return 1
 
         async def fail(cause: str) -> int:
@@ -114,8 +121,17 @@ class Server:
         if natural and c.auto_map and not c.trust_remote_code:
             return await fail("trust_remote_code")
         log.model_resolved(c)
-        if forced == "world_size" or (natural and c.world > 1 and c.world > c.gpus):
+        if forced == "world_size" or (natural and c.local_world > 1 and c.local_world > c.gpus):
             return await fail("world_size")
+        if c.nnodes > 1:  # vLLM's native multi-node launch: every node joins first
+            problem = multinode.config_problem(c)
+            if problem:
+                await asyncio.sleep(0.05)
+                multinode.report(problem)
+                return 1
+            joined = await self.join_nodes()
+            if joined is not None:
+                return joined
         if forced == "heads" or (natural and c.num_heads and int(c.num_heads) % c.tp != 0):
             return await fail("heads")
         log.engine_init(c)
@@ -143,7 +159,43 @@ class Server:
         log.engine_initialized(c, load)
         if self.stop_event.is_set():
             return self.exit_code
+        if c.headless:
+            log.core_line("INFO", "core.py:1032", "Headless node: workers ready; the head serves")
+            await self.stop_event.wait()
+            return self.exit_code
         return await self.serve()
+
+    async def join_nodes(self) -> int | None:
+        """Wait until every node joined (None), or the exit code when stopped or failed; then
+        watch the other nodes: losing one ends this process with exit status 1."""
+        assert self.stop_event is not None
+        self.rendezvous = multinode.Rendezvous(self.cfg, self.log)
+        joining = asyncio.create_task(self.rendezvous.join())
+        stopping = asyncio.create_task(self.stop_event.wait())
+        done, _ = await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if joining not in done:
+            joining.cancel()
+            return self.exit_code
+        stopping.cancel()
+        try:
+            joining.result()
+        except multinode.LostNode as exc:
+            multinode.report(str(exc))
+            return 1
+        self.watcher = asyncio.create_task(self.watch_nodes())
+        return None
+
+    async def watch_nodes(self) -> None:
+        assert self.rendezvous is not None and self.stop_event is not None
+        try:
+            await self.rendezvous.watch()
+        except multinode.LostNode as exc:
+            if self.stop_event.is_set():
+                return
+            await self.close_http()
+            multinode.report(str(exc))
+            self.exit_code, self.phase = 1, "stopping"
+            self.stop_event.set()
 
     async def never_ready(self) -> int:
         interval = max(env_float("KIT_DOUBLE_LOG_INTERVAL", 5.0), 0.05)
