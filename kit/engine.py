@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
@@ -147,7 +147,7 @@ class Project:
         self.folder.mkdir(parents=True, exist_ok=True)
         changed = False
         for path, text in (
-            (self.compose_file, render_compose(self.plan, self.options)),
+            (self.compose_file, self.compose_text()),
             (self.env_file, render_env(self.plan)),
         ):
             if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -157,12 +157,21 @@ class Project:
                 changed = True
         return changed
 
+    def compose_text(self) -> str:
+        """The compose file this project runs (a host's part of it, in a subclass)."""
+        return render_compose(self.plan, self.options)
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """How to reach this project's Docker engine (the default one here)."""
+        return {}
+
     @property
     def client(self) -> DockerClient:
         if not self.compose_file.exists():
             self.write()
         if self._client is None:
             self._client = DockerClient(
+                **self.engine_kwargs(),
                 compose_files=[self.compose_file],
                 compose_project_name=self.name,
                 compose_project_directory=self.folder,

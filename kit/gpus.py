@@ -9,6 +9,7 @@ measures. The figures here are each card's ``nvidia-smi`` total less 0.4 GiB for
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: usable GiB per GPU, by the names people write (matched case- and punctuation-insensitively)
 USABLE_GIB: dict[str, float] = {
@@ -70,3 +71,23 @@ def usable_gib(name: str) -> float | None:
 
 def known() -> str:
     return ", ".join(USABLE_GIB)
+
+
+def parse_gpus(v: Any) -> int | tuple[int, ...]:
+    """A ``gpus`` field (a service's or a job's): a count, or a list of distinct GPU ids.
+    Raises ``ValueError`` with what to write instead."""
+    if isinstance(v, bool):
+        raise ValueError("must be a count (e.g. 2) or a list of GPU ids (e.g. [0, 1])")
+    if isinstance(v, int):
+        if v < 1:
+            raise ValueError(f"a GPU count must be at least 1, got {v}")
+        return v
+    if isinstance(v, list | tuple):
+        if not v:
+            raise ValueError("the list of GPU ids is empty")
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in v):
+            raise ValueError(f"GPU ids must be whole numbers, got {list(v)!r}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"GPU ids repeat in {list(v)!r}")
+        return tuple(v)
+    raise ValueError("must be a count (e.g. 2) or a list of GPU ids (e.g. [0, 1])")

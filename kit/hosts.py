@@ -40,7 +40,7 @@ from kit import multinode
 from kit.engine import ContainerState, Project, project_folder
 from kit.errors import EngineError, StackError
 from kit.plan import NodePart, Plan, ServicePlan, build_plan
-from kit.render import RenderOptions, compose_context, environment, render_env
+from kit.render import RenderOptions, compose_context, environment
 from kit.spec import Host, HostEntry, Service, Stack
 
 #: seconds between two looks at a forming cluster (``ray status`` takes about a second)
@@ -487,33 +487,11 @@ class HostProject(Project):
         self.compose_file = folder / "docker-compose.yml"
         self.env_file = folder / ".env"
 
-    def write(self) -> bool:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        changed = False
-        for path, text in (
-            (self.compose_file, render_host(self.whole, self.host, self.options)),
-            (self.env_file, render_env(self.plan)),
-        ):
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(path)
-                changed = True
-        return changed
+    def compose_text(self) -> str:
+        return render_host(self.whole, self.host, self.options)
 
-    @property
-    def client(self) -> DockerClient:
-        if not self.compose_file.exists():
-            self.write()
-        if self._client is None:
-            self._client = DockerClient(
-                **engine_kwargs(self.entry),
-                compose_files=[self.compose_file],
-                compose_project_name=self.name,
-                compose_project_directory=self.folder,
-                compose_env_files=[self.env_file],
-            )
-        return self._client
+    def engine_kwargs(self) -> dict[str, Any]:
+        return engine_kwargs(self.entry)
 
     def execute(self, container_id: str, argv: Sequence[str]) -> str:
         """Run ``argv`` in a running container; raises :class:`EngineError`."""

@@ -406,21 +406,7 @@ class Service(_Model):
     @field_validator("gpus", mode="before")
     @classmethod
     def _gpus(cls, v: Any) -> int | tuple[int, ...]:
-        if isinstance(v, bool):
-            raise ValueError("must be a count (e.g. 2) or a list of GPU ids (e.g. [0, 1])")
-        if isinstance(v, int):
-            if v < 1:
-                raise ValueError(f"a GPU count must be at least 1, got {v}")
-            return v
-        if isinstance(v, list | tuple):
-            if not v:
-                raise ValueError("the list of GPU ids is empty")
-            if any(isinstance(i, bool) or not isinstance(i, int) for i in v):
-                raise ValueError(f"GPU ids must be whole numbers, got {list(v)!r}")
-            if len(set(v)) != len(v):
-                raise ValueError(f"GPU ids repeat in {list(v)!r}")
-            return tuple(v)
-        raise ValueError("must be a count (e.g. 2) or a list of GPU ids (e.g. [0, 1])")
+        return gpu_models.parse_gpus(v)
 
     @field_validator("extra_args", mode="before")
     @classmethod

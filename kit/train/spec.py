@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kit import gpus as gpu_models
+
 #: adapter names become vLLM model names, folder names and --lora-modules keys
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -88,19 +90,7 @@ class Job(_Model):
     @field_validator("gpus", mode="before")
     @classmethod
     def _gpus(cls, v: Any) -> int | tuple[int, ...]:
-        if isinstance(v, bool):
-            raise ValueError("must be a count (e.g. 2) or a list of GPU ids (e.g. [0, 1])")
-        if isinstance(v, int):
-            if v < 1:
-                raise ValueError(f"a GPU count must be at least 1, got {v}")
-            return v
-        if isinstance(v, list | tuple) and v:
-            if any(isinstance(i, bool) or not isinstance(i, int) for i in v):
-                raise ValueError(f"GPU ids must be whole numbers, got {list(v)!r}")
-            if len(set(v)) != len(v):
-                raise ValueError(f"GPU ids repeat in {list(v)!r}")
-            return tuple(v)
-        raise ValueError("must be a count (e.g. 2) or a list of GPU ids (e.g. [0, 1])")
+        return gpu_models.parse_gpus(v)
 
     @field_validator("output")
     @classmethod
