@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "compose_down",
     "free_port",
     "in_ci",
+    "kill_container",
     "project_containers",
     "project_networks",
     "write_sim_stack",
@@ -79,3 +81,33 @@ def project_networks(name: str) -> list[str]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return out.split()
+
+
+def _inspect(container: str, fmt: str) -> str:
+    return subprocess.run(["docker", "inspect", "-f", fmt, container], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+
+
+def kill_container(container: str) -> None:
+    """docker kill, saying why when it cannot. A container restarting after a crash (e.g. the
+    kernel's OOM killer on a busy machine) cannot be killed until it runs again, so wait for
+    that. When dockerd sends SIGKILL but gives up waiting for the exit event (a vLLM engine with
+    many threads and a large address space can take longer to reap on a busy 2-core machine),
+    the kill was delivered: wait for the process to be gone instead of failing."""
+    deadline = time.monotonic() + 120
+    while _inspect(container, "{{.State.Status}}") == "restarting" and time.monotonic() < deadline:
+        time.sleep(1)
+    pid = _inspect(container, "{{.State.Pid}}")
+    done = subprocess.run(["docker", "kill", container], capture_output=True, text=True)
+    if done.returncode != 0 and "did not receive an exit event" in done.stderr:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if _inspect(container, "{{.State.Status}}") != "running":
+                return
+            if _inspect(container, "{{.State.Pid}}") != pid:
+                return
+            time.sleep(1)
+    state = _inspect(
+        container, "{{.State.Status}} oom={{.State.OOMKilled}} restarts={{.RestartCount}}"
+    )
+    assert done.returncode == 0, f"docker kill {container}: {done.stderr.strip()} ({state})"

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from dockerutil import SIM_MODELS, compose_down, in_ci, project_containers
+from dockerutil import SIM_MODELS, compose_down, in_ci, kill_container, project_containers
 from kit.cli import cli
 from kit.engine import Project
 from kit.gateway_probe import ExecProbe, docker_exec
@@ -199,7 +199,7 @@ def test_a_dead_replica_costs_only_its_in_flight_requests_and_up_restores_it(sta
     t.start()
     time.sleep(3)
     victim = f"{name}-llm-1-1"
-    subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
+    kill_container(victim)
     t.join(timeout=180)
     assert not t.is_alive()
     (run,) = json.loads(next(tmp_path.rglob("summary.json")).read_text())["runs"]

@@ -31,7 +31,7 @@ import yaml
 from click.testing import CliRunner
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
-from dockerutil import compose_down, in_ci
+from dockerutil import compose_down, in_ci, kill_container
 from kit.cli import cli
 from kit.engine import Project
 from kit.gateway_probe import ExecProbe, docker_exec
@@ -230,7 +230,7 @@ def test_killed_replica_bounded_failures_and_up_restores_it(stack, tmp_path):
     t.start()
     time.sleep(8)
     victim = f"{name}-chat-1-1"
-    _kill(victim)
+    kill_container(victim)
     t.join(timeout=600)
     (run,) = json.loads(next(tmp_path.rglob("summary.json")).read_text())["runs"]
     assert run["completed"] + run["failed"] == 60
@@ -247,16 +247,3 @@ def test_killed_replica_bounded_failures_and_up_restores_it(stack, tmp_path):
 def _inspect(container: str, fmt: str) -> str:
     return subprocess.run(["docker", "inspect", "-f", fmt, container], capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
-
-
-def _kill(container: str) -> None:
-    """docker kill, saying why when it cannot (a container restarting after a crash, e.g. the
-    kernel's OOM killer on a busy machine, cannot be killed until it runs again)."""
-    deadline = time.monotonic() + 120
-    while _inspect(container, "{{.State.Status}}") == "restarting" and time.monotonic() < deadline:
-        time.sleep(1)
-    done = subprocess.run(["docker", "kill", container], capture_output=True, text=True)
-    state = _inspect(
-        container, "{{.State.Status}} oom={{.State.OOMKilled}} restarts={{.RestartCount}}"
-    )
-    assert done.returncode == 0, f"docker kill {container}: {done.stderr.strip()} ({state})"

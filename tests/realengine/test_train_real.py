@@ -33,7 +33,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from dockerutil import compose_down, in_ci, project_containers
+from dockerutil import compose_down, in_ci, kill_container, project_containers
 from kit.cli import cli
 from kit.client import Endpoint
 from kit.train.results import content_hash
@@ -327,7 +327,7 @@ def test_preempt_restores_the_service_when_the_job_is_killed(stack, up):
             time.sleep(0.5)
         assert state == "running", "the job container never ran"
         assert not _chat_running(stack)  # preempted: the service is stopped for the job
-        subprocess.run(["docker", "kill", job], check=True, capture_output=True)
+        kill_container(job)
         out, _ = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
