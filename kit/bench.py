@@ -21,7 +21,8 @@ from kit import __version__, loadgen
 from kit.errors import KitError
 from kit.loadgen import Record, RunState, Target
 from kit.metrics import summarize
-from kit.plan import Plan, ServicePlan
+from kit.service_plan import ServicePlan
+from kit.stack_plan import Plan
 from kit.workload import WorkloadSpec, apis_for, build
 
 

@@ -15,7 +15,7 @@ from kit import __version__
 from kit.errors import KitError, LintError
 
 if TYPE_CHECKING:  # imported where used: `kit --help` loads none of them (see bench/cli_startup.py)
-    from kit.plan import Plan
+    from kit.stack_plan import Plan
 
 
 def _plan(stack: str, *, notes: bool = True) -> Plan:
@@ -68,6 +68,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("kit.train.cli:eval_command", "Compare models on held-out prompts (one metric)."),
     "pull": ("kit.cli_pull:pull_command", "Download STACK's model folders, verified and pinned."),
     "export": ("kit.export.cli:export_command", "Export STACK for Kubernetes (k8s)."),
+    "watch": ("kit.cli_watch:watch_command", "Tear down a model over hosts that lost a node."),
 }
 
 
@@ -233,7 +234,10 @@ IMAGE_OPTION = click.option(
     "--keep-on-failure", is_flag=True, help="Keep containers of a failed start for debugging."
 )
 @click.option(
-    "--pull", is_flag=True, help="First download missing model folders that name a pull: source."
+    "--pull",
+    is_flag=True,
+    help="First download missing model folders that name a pull: source (and hub models into "
+    "defaults.cache.hf).",
 )
 @IMAGE_OPTION
 def up(stack: str, timeout: float | None, keep_on_failure: bool, image: str | None,
@@ -294,7 +298,8 @@ def status(stack: str) -> None:
 
     dep = _deployment(stack)
     plan = dep.plan
-    rows = lifecycle.status(plan, _project(plan, dep.image_override))
+    project = _project(plan, dep.image_override)
+    rows = lifecycle.status(plan, project)
     err = console(stderr=True)
     if dep.state != "ready":
         err.print(f"deployment state: {dep.state}" + (f" ({dep.detail})" if dep.detail else ""),
@@ -320,6 +325,11 @@ def status(stack: str) -> None:
         t.add_row(r.name, *([r.host] if hosts else []), r.kind, r.gpus, r.visible_devices,
                   r.container, r.health, r.served, r.url)  # fmt: skip
     console().print(t)
+    if hosts:  # a model over several hosts that lost a node: what happened, what will
+        from kit.multinode_watch import DockerHosts, status_notes
+
+        for note in status_notes(plan.stack.name, plan, dep.torn_down, DockerHosts(project)):
+            console().print(note, style="yellow", markup=False, soft_wrap=True)
 
 
 @cli.command()

@@ -10,8 +10,8 @@ import click
 from kit.errors import KitError
 
 if TYPE_CHECKING:
-    from kit.plan import Plan
     from kit.pull import PullOptions, PullResult
+    from kit.stack_plan import Plan
 
 GIB = 1024**3
 
@@ -29,7 +29,8 @@ def run_pull(plan: Plan, services: list[str] | None, options: PullOptions) -> Pu
     except KeyboardInterrupt:
         raise KitError(
             "interrupted: the verified files and the partial ones stay in the staging folders "
-            "(.NAME.kit-pull beside each model folder); no model folder was left half-filled",
+            "(.NAME.kit-pull beside each model folder, .kit-pull in an HF cache folder); no "
+            "model folder or cached revision was left half-filled",
             hint="run the same kit pull again: it resumes where it stopped",
         ) from None
     for n in result.notes:

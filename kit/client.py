@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from kit import wire
-from kit.plan import Plan, ServicePlan
+from kit.service_plan import ServicePlan
+from kit.stack_plan import Plan
 
 
 @dataclass(frozen=True)

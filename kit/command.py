@@ -48,7 +48,15 @@ OWNED_FLAGS: dict[str, str] = {
     "--master-addr": "hosts",
     "--master-port": "multinode",
     "--headless": "hosts",
+    # LoRA serving: rendered for a service that a job serves its adapter from (kit.train.serving)
+    "--enable-lora": "jobs.<job>.serve",
+    "--lora-modules": "jobs.<job>.output",
+    "--max-lora-rank": "max_lora_rank",
+    "--max-loras": "jobs.<job>.serve",
 }
+#: owned flags the kit sets only on a service that serves the jobs' adapters: any other service
+#: may give them in extra_args (its own adapters)
+ADAPTER_FLAGS = frozenset({"--enable-lora", "--lora-modules", "--max-lora-rank", "--max-loras"})
 
 #: flags that carry credentials -> where the credential goes instead
 SECRET_FLAGS: dict[str, str] = {
@@ -73,10 +81,14 @@ class ExtraArgs:
     flags: dict[str, str | None]
 
 
-def check_extra_args(svc: Service, version: vv.Version) -> ExtraArgs:
+def check_extra_args(
+    svc: Service, version: vv.Version, *, serving_jobs: tuple[str, ...] = ()
+) -> ExtraArgs:
     """Translate flags copied from old notes, then refuse what would fight the plan.
 
-    Messages are for the ``extra_args`` field; none of them repeats a secret value.
+    ``serving_jobs``: the jobs that serve their adapters from this service (the kit then owns
+    :data:`ADAPTER_FLAGS`). Messages are for the ``extra_args`` field; none of them repeats a
+    secret value.
     """
     kind = kinds.kind(svc.kind)
     problems: list[str] = []
@@ -129,9 +141,15 @@ def check_extra_args(svc: Service, version: vv.Version) -> ExtraArgs:
                 for i in item.indices:
                     keep[i] = False
             continue
-        if flag in OWNED_FLAGS:
+        if flag in OWNED_FLAGS and (flag not in ADAPTER_FLAGS or serving_jobs):
+            field = OWNED_FLAGS[flag].replace("<job>", serving_jobs[0] if serving_jobs else "")
+            why = (
+                f" for a service that serves adapters (job {', '.join(serving_jobs)})"
+                if flag in ADAPTER_FLAGS
+                else ""
+            )
             problems.append(
-                f"{said} is set by the kit; use the '{OWNED_FLAGS[flag]}' field instead "
+                f"{said} is set by the kit{why}; use the '{field}' field instead "
                 "(vLLM keeps the last value given, so it would silently replace the plan's)"
             )
             continue

@@ -109,6 +109,17 @@ CAUSES: tuple[Cause, ...] = (
         "every host; check that host (`kit doctor`) and the network between the hosts, then "
         "`kit up` again",
     ),
+    # the gateway (LiteLLM): its messages name config.yaml; else its config loader's frame
+    _c(
+        "gateway_config",
+        r"^\S*Error\b.*config\.yaml|^\S*Exception\b.*config\.yaml|"
+        r"litellm/proxy/proxy_server\.py\", line \d+, in load_config",
+        "the gateway (LiteLLM) refused its configuration",
+        "the log line says which setting: the kit generates it from the stack's gateway: "
+        "section (policy, retries, cooldown, timeout; `kit render` shows it as configs: "
+        "gateway-config); check those fields, and that gateway.image is the kit's pinned "
+        "LiteLLM",
+    ),
 )
 
 
@@ -132,3 +143,17 @@ def diagnose(log: str) -> Diagnosis:
             end = log.find("\n", m.end())
             return Diagnosis(cause, log[start : end if end != -1 else None])
     return Diagnosis(None, None)
+
+
+def failure_report(
+    subject: str, why: str, log: str, *, tail: int, timed_out: bool = False
+) -> tuple[str, Diagnosis]:
+    """What the kit prints when a service fails, while loading (:mod:`kit.readiness`) or
+    serving (:mod:`kit.multinode_watch`): what happened, the last log lines, the diagnosis."""
+    diag = diagnose(log)
+    last = "\n".join("    | " + line for line in log.rstrip().splitlines()[-tail:])
+    msg = [f"{subject}: {why}"]
+    msg.append(f"  last log lines:\n{last}" if last else "  (the container wrote no log)")
+    if not timed_out or diag.cause is not None:
+        msg.append(f"  diagnosis: {diag.describe()}")
+    return "\n".join(msg), diag

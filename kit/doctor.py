@@ -12,10 +12,10 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from kit.client import endpoint_for, port_is_open
+from kit.compose_binary import compose_command
 from kit.engine import engine_available
 from kit.errors import KitError
-from kit.lint import compose_command
-from kit.plan import Plan
+from kit.stack_plan import Plan
 
 GIB = 1024**3
 MIN_SHM_GIB = 1.0

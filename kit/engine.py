@@ -24,8 +24,8 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from kit.errors import EngineError
-from kit.plan import Plan
 from kit.render import RenderOptions, render_compose, render_env
+from kit.stack_plan import Plan
 
 T = TypeVar("T")
 

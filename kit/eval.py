@@ -25,7 +25,8 @@ from typing import Any
 
 from kit import kinds, wire
 from kit.errors import KitError
-from kit.plan import Plan, ServicePlan
+from kit.service_plan import ServicePlan
+from kit.stack_plan import Plan
 from kit.train.data import prompt_messages
 from kit.train.serving import adapters_in
 

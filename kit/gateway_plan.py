@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from kit.gateway_spec import POLICIES, Gateway, Observability
 
 if TYPE_CHECKING:
-    from kit.plan import ServicePlan
+    from kit.service_plan import ServicePlan
 
 #: compose service names of the two auxiliary services
 GATEWAY_SERVICE = "gateway"
@@ -39,6 +39,9 @@ class GatewayRoute:
     service: str
     #: a LoRA adapter served by ``service`` (not the base model)
     lora: bool = False
+    #: with ``hosts:`` (kit.gateway_hosts): each backend's API base, in the order of
+    #: ``backends`` (empty: http://NAME:8000/v1 on the stack's network)
+    api_bases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class GatewayPlan:
     #: the stack has an API key file: the gateway checks VLLM_API_KEY (its master key)
     api_key: bool
     workers: int = 1
+    #: with ``hosts:``: the host it runs on
+    host: str | None = None
 
     def models(self) -> tuple[str, ...]:
         return tuple(r.model for r in self.routes)

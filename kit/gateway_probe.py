@@ -24,8 +24,9 @@ from kit.gateway_plan import GATEWAY_SERVICE, PROMETHEUS_SERVICE
 
 if TYPE_CHECKING:
     from kit.engine import Engine
-    from kit.plan import Plan, ServicePlan
     from kit.readiness import Probe
+    from kit.service_plan import ServicePlan
+    from kit.stack_plan import Plan
 
 EXEC_INTERVAL_S = 2.0
 GRAFANA_SERVICE = "grafana"
@@ -63,6 +64,8 @@ def docker_exec(project: Engine) -> Exec:
                 if st is None or st.status != "running":
                     raise PortClosed(f"{service}: container not running")
                 ids[service] = st.id
+            if hasattr(project, "execute"):  # a stack over several hosts: the container's host
+                return str(project.execute(ids[service], argv))
             return str(project.client.container.execute(ids[service], argv))  # type: ignore[attr-defined]
         except (DockerException, EngineError) as exc:
             ids.pop(service, None)
@@ -168,7 +171,10 @@ def gateway_endpoint(plan: Plan) -> Endpoint:
             f"stack '{plan.stack.name}' has no gateway",
             hint="add a gateway: section (port: ...) to the stack file and run `kit up`",
         )
-    return Endpoint(_local(g.bind_address), g.port, read_api_key(plan.stack.api_key_file()))
+    from kit.gateway_hosts import gateway_address  # a stack over hosts: maybe a remote host
+
+    host = gateway_address(plan.stack, g) or _local(g.bind_address)
+    return Endpoint(host, g.port, read_api_key(plan.stack.api_key_file()))
 
 
 def prometheus_endpoint(plan: Plan) -> Endpoint:
@@ -277,10 +283,14 @@ def wait_aux(
 
 
 def _fail(project: Engine, name: str, why: str, container: str | None) -> None:
+    from kit.diagnose import failure_report
+
     log = project.container_logs(container, tail=30) if container else ""
-    last = "\n".join("    | " + line for line in log.rstrip().splitlines()[-30:])
-    err = NotReadyError(f"service '{name}': {why}\n  last log lines:\n{last or '    (none)'}")
+    timed_out = why.startswith("not ready")
+    text, diag = failure_report(f"service '{name}'", why, log, tail=30, timed_out=timed_out)
+    err = NotReadyError(text)
     err.service = name  # type: ignore[attr-defined]
+    err.cause = diag.cause.key if diag.cause else None  # type: ignore[attr-defined]
     raise err
 
 

@@ -20,7 +20,7 @@ from kit.gateway_plan import (
     ObservabilityPlan,
 )
 from kit.gateway_spec import LITELLM_VERSION
-from kit.plan import Plan
+from kit.stack_plan import Plan
 
 GATEWAY_CONFIG = "gateway-config"
 GATEWAY_CONFIG_PATH = "/etc/kit/gateway.yaml"
@@ -47,7 +47,7 @@ GATEWAY_ENV = {
 
 
 def _env():  # type: ignore[no-untyped-def]
-    from kit.render import environment
+    from kit.jinja_env import environment
 
     return environment()
 
@@ -59,12 +59,13 @@ def litellm_config(plan: Plan) -> str:
     assert g is not None
     deployments = []
     for r in g.routes:
-        for b in r.backends:
+        for i, b in enumerate(r.backends):
             deployments.append(
                 {
                     "model": r.model,
                     "litellm_model": f"{PROVIDER}/{r.model}",
-                    "api_base": f"http://{b}:{ENGINE_PORT}/v1",
+                    # another host's engine: its address and published port (kit.gateway_hosts)
+                    "api_base": r.api_bases[i] if r.api_bases else f"http://{b}:{ENGINE_PORT}/v1",
                     "api_key": "os.environ/VLLM_API_KEY" if g.api_key else "none",
                     "id": f"{b}/{r.model}",
                 }
@@ -224,7 +225,8 @@ def plan_lines(plan: Plan) -> list[str]:
         )
         for r in g.routes:
             what = f"{r.kind}, LoRA adapter of {r.service}" if r.lora else r.kind
-            out.append(f"  {r.model} ({what}) -> {', '.join(r.backends)}")
+            # over hosts (kit.gateway_hosts): each backend's URL says where it is reached
+            out.append(f"  {r.model} ({what}) -> {', '.join(r.api_bases or r.backends)}")
     o = plan.observability
     if o is not None:
         out.append(

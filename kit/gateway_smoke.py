@@ -10,8 +10,9 @@ from dataclasses import replace
 from kit import replicas, wire
 from kit.client import Endpoint
 from kit.gateway_probe import gateway_endpoint
-from kit.plan import Plan
-from kit.smoke import Check, Failed, Target, checks_for, run_check
+from kit.smoke import Check, checks_for, run_check
+from kit.smoke_target import Failed, Target
+from kit.stack_plan import Plan
 
 #: checks that probe a server rather than a model: the gateway runs its own instead
 _SERVER_CHECKS = ("health",)

@@ -66,6 +66,8 @@ class Gateway(_Model):
     timeout: Annotated[int, Field(ge=1, le=24 * 3600)] = 1200
     #: gateway processes (LiteLLM --num_workers); each keeps its own view of failed replicas
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    #: with ``hosts:``: the host it runs on (default: the first host; kit.gateway_hosts)
+    host: str | None = None
 
     @field_validator("bind_address")
     @classmethod

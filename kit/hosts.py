@@ -7,8 +7,8 @@ automatically on the first host with enough free GPUs); a service with ``hosts: 
 one model over several hosts (:mod:`kit.multinode`).
 
 Planning splits the stack into one single-host stack per host and plans each with
-:func:`kit.plan.build_plan`, so every check of a single host applies per host (GPU ids, sharing
-and headroom, placement, fit, flags); then it checks what spans hosts (served names, ports on a
+:func:`kit.single_host_plan.build_single_host_plan`, so every check of a single host applies
+per host (GPU ids, sharing and headroom, placement, fit, flags); then it checks what spans hosts (served names, ports on a
 shared address, GPUs of multi-node parts) and merges the per-host plans into one
 :class:`~kit.plan.Plan` whose services carry their ``host``. That plan is what the deployment
 record holds; :func:`host_view` gives any host's single-host plan back (for rendering, the plan
@@ -36,12 +36,16 @@ from typing import Any
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
-from kit import multinode
+from kit import gateway_hosts, host_endpoints, multinode
 from kit.engine import ContainerState, Project, project_folder
 from kit.errors import EngineError, StackError
-from kit.plan import NodePart, Plan, ServicePlan, build_plan
-from kit.render import RenderOptions, compose_context, environment
+from kit.host_addresses import api_address, bind_address, is_local
+from kit.jinja_env import environment
+from kit.render import RenderOptions, compose_context
+from kit.service_plan import NodePart, ServicePlan
+from kit.single_host_plan import build_single_host_plan
 from kit.spec import Host, HostEntry, Service, Stack
+from kit.stack_plan import Plan
 
 #: seconds between two looks at a forming cluster (``ray status`` takes about a second)
 CLUSTER_POLL_S = 2.0
@@ -49,17 +53,9 @@ CLUSTER_POLL_S = 2.0
 PART_LOG_TAIL = 400
 #: log lines read per part when looking for ranks (native recipe)
 RANK_LOG_TAIL = 5000
-_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 # --- a host's engine and addresses ------------------------------------------------------------
-
-
-def is_local(entry: HostEntry) -> bool:
-    """The host's engine runs on this machine (a unix socket, or the CLI's default engine)."""
-    return entry.context in (None, "default") and (
-        entry.docker is None or entry.docker.startswith("unix://")
-    )
 
 
 def engine_kwargs(entry: HostEntry) -> dict[str, Any]:
@@ -81,23 +77,6 @@ def describe_engine(entry: HostEntry) -> str:
     return entry.docker or "the default engine"
 
 
-def bind_address(stack: Stack, host: str) -> str:
-    assert stack.hosts is not None
-    return stack.hosts[host].bind_address or stack.defaults.bind_address
-
-
-def api_address(stack: Stack, host: str) -> str:
-    """Where the kit and clients reach the ports published on ``host``."""
-    assert stack.hosts is not None
-    entry = stack.hosts[host]
-    if entry.api_address:
-        return entry.api_address
-    bind = bind_address(stack, host)
-    if is_local(entry):
-        return _LOOPBACK.get(bind, bind)
-    return entry.address or _LOOPBACK.get(bind, bind)
-
-
 # --- planning --------------------------------------------------------------------------------
 
 
@@ -115,6 +94,8 @@ def host_stack(stack: Stack, host: str, services: Mapping[str, Service]) -> Stac
     fields.update(
         host=Host(gpus=e.gpus, gpu_memory_gib=e.gpu_memory_gib, gpu_model=e.gpu_model),
         hosts=None,
+        # the gateway is planned on its host only (its routes: kit.gateway_hosts)
+        gateway=gateway_hosts.on_host(stack, host),
         defaults=stack.defaults.model_copy(update={"bind_address": bind_address(stack, host)}),
         services=dict(services),
     )
@@ -136,13 +117,17 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
                     "one host (host:); list the hosts under hosts: (each with its Docker engine) "
                     "to place services on them"
                 )
+        if stack.gateway is not None and stack.gateway.host is not None:
+            problems.append(
+                "field 'gateway.host': the stack has one host (host:); the gateway runs there"
+            )
         raise StackError(label, problems)
     hosts = stack.hosts
-    for section in ("gateway", "observability", "jobs"):
+    for section in ("observability", "jobs"):
         if getattr(stack, section, None):
             problems.append(
-                f"field '{section}': not supported in a stack with hosts: yet; keep it in a "
-                "stack of one host"
+                f"field '{section}': not supported in a stack with hosts: yet (the gateway is); "
+                "keep it in a stack of one host"
             )
     for h, e in hosts.items():
         if not is_local(e) and not (e.api_address or e.address):
@@ -151,7 +136,10 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
                 f"remote host ({describe_engine(e)}) through it"
             )
         bind = bind_address(stack, h)
-        if not is_local(e) and bind in ("127.0.0.1", "::1"):
+        # (an engine reached at a loopback address, tcp:// or a context, runs on this machine)
+        loopback = ("127.0.0.1", "::1", "localhost")
+        reached = e.api_address or e.address
+        if not is_local(e) and bind in loopback[:2] and reached not in loopback:
             problems.append(
                 f"host '{h}', field 'bind_address': its services would listen on {bind}, which "
                 f"nobody reaches from another machine; set hosts.{h}.bind_address to its address "
@@ -160,13 +148,23 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
 
     single: dict[str, dict[str, Service]] = {h: {} for h in hosts}
     multi: dict[str, Service] = {}
+    #: replicas of one service over several hosts (kit.gateway_hosts): service -> host -> share
+    shares: dict[str, dict[str, gateway_hosts.HostShare]] = {}
     auto: list[str] = []
     claimed: dict[str, set[int]] = {h: set() for h in hosts}
     counted: dict[str, int] = dict.fromkeys(hosts, 0)
     known = ", ".join(hosts)
     for name, svc in stack.services.items():
         where = f"service '{name}'"
-        if svc.host and svc.hosts:
+        if gateway_hosts.is_replicated_over_hosts(svc):
+            shares[name] = gateway_hosts.split_over_hosts(name, svc, hosts, problems)
+            for h, share in shares[name].items():
+                single[h][name] = share.service
+                if isinstance(share.service.gpus, tuple):
+                    claimed[h] |= set(share.service.gpus)
+                else:
+                    counted[h] += _demand(share.service)
+        elif svc.host and svc.hosts:
             problems.append(f"{where}: give host (one) or hosts (one model over several), not both")
         elif svc.hosts is not None:
             bad = [h for h in svc.hosts if h not in hosts]
@@ -179,8 +177,6 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
                     f"{where}, field 'hosts': name at least two different hosts (one host: use "
                     "host:)"
                 )
-            elif getattr(svc, "replicas", 1) > 1:
-                problems.append(f"{where}, field 'replicas': a model over several hosts runs once")
             else:
                 multi[name] = svc
         else:
@@ -250,6 +246,8 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
             notes.append(
                 f"{name}: placed on host '{h}' ({free[h]} of {hosts[h].gpus} GPUs free there)"
             )
+    if stack.gateway is not None:
+        problems += gateway_hosts.placement_problems(stack, single, multi)
     if problems:
         raise StackError(label, problems)
     _around_multinode(hosts, single, gpus_on, claimed, notes)
@@ -260,7 +258,9 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
             continue
         services = {n: s.model_copy(update={"host": None}) for n, s in single[h].items()}
         try:
-            per_host[h] = build_plan(host_stack(stack, h, services), inspect_models=inspect_models)
+            per_host[h] = build_single_host_plan(
+                host_stack(stack, h, services), inspect_models=inspect_models
+            )
         except StackError as exc:
             problems += [f"host '{h}': {p}" for p in exc.problems]
     multi_plans: list[ServicePlan] = []
@@ -278,7 +278,10 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
     seen_notes: set[str] = set()
     for h, p in per_host.items():
         address = api_address(stack, h)
-        services += [dataclasses.replace(s, host=h, api_address=address) for s in p.services]
+        mine = gateway_hosts.rename_replicas(
+            list(p.services), {n: on[h] for n, on in shares.items() if h in on}, h
+        )
+        services += [dataclasses.replace(s, host=h, api_address=address) for s in mine]
         for n in p.notes:
             if n not in seen_notes:
                 notes.append(n if _stack_wide(n) else f"host '{h}': {n}")
@@ -293,9 +296,15 @@ def build_hosts_plan(stack: Stack, *, inspect_models: bool = True) -> Plan:
     idle = [
         h for h in hosts if not single[h] and not any(h in (s.hosts or ()) for s in multi.values())
     ]
+    gateway = None
+    if stack.gateway is not None:
+        gateway = gateway_hosts.build_hosts_gateway(stack, tuple(services))
+        idle = [h for h in idle if h != gateway.host]
+        warnings += gateway_hosts.exposure_warnings(stack, tuple(services))
     if idle:
         notes.append(f"host{'s' if len(idle) > 1 else ''} {', '.join(idle)} run nothing")
-    return Plan(stack=stack, services=tuple(services), notes=tuple(notes), warnings=tuple(warnings))
+    return Plan(stack=stack, services=tuple(services), notes=tuple(notes),
+                warnings=tuple(warnings), gateway=gateway)  # fmt: skip
 
 
 def _around_multinode(
@@ -406,6 +415,8 @@ def plan_hosts(plan: Plan) -> list[str]:
     """The hosts that run something for ``plan``, in the stack's order."""
     assert plan.stack.hosts is not None
     used = {s.host for s in plan.services} | {p.host for s in plan.services for p in s.nodes}
+    if plan.gateway is not None:
+        used.add(plan.gateway.host)
     return [h for h in plan.stack.hosts if h in used]
 
 
@@ -419,6 +430,7 @@ def host_view(plan: Plan, host: str) -> Plan:
         services=mine,
         notes=tuple(n for n in plan.notes if n.startswith(f"host '{host}': ")),
         warnings=tuple(w for w in plan.warnings if w.startswith(f"host '{host}': ")),
+        gateway=plan.gateway if plan.gateway is not None and plan.gateway.host == host else None,
     )
 
 
@@ -526,7 +538,7 @@ class HostsEngine:
                            docker=(clients or {}).get(h))
             for h in plan_hosts(plan)
         }  # fmt: skip
-        self._owner: dict[str, tuple[str, NodePart | None, ServicePlan]] = {}
+        self._owner: dict[str, tuple[str, NodePart | None, ServicePlan | None]] = {}
         self._lock = threading.Lock()
         self._cluster: dict[str, tuple[float, str | None]] = {}
         #: the last state seen of each part of a multi-node service, by container id
@@ -538,6 +550,8 @@ class HostsEngine:
         for h, p in self.projects.items():
             why = p.available()
             if why:
+                fix = host_endpoints.advice(h, p.entry, why)
+                why += f"; {fix}" if fix else ""
                 return f"host '{h}' ({describe_engine(p.entry)}): {why}"
         return None
 
@@ -548,7 +562,11 @@ class HostsEngine:
     def start(self, services: Sequence[str]) -> None:
         """Start ``services``: a multi-node one head first, then its workers."""
         plain: dict[str, list[str]] = defaultdict(list)
+        g = self.plan.gateway
         for name in services:
+            if g is not None and g.host is not None and name == g.name:
+                plain[g.host].append(name)  # the gateway: on its host (kit.gateway_hosts)
+                continue
             s = _by_name(self.plan, name)
             if s.nodes:
                 for part in sorted(s.nodes, key=lambda p: p.rank):
@@ -607,9 +625,22 @@ class HostsEngine:
                         failed = dataclasses.replace(c, service=s.name)
             if failed is not None:
                 out[s.name] = failed
+        g = self.plan.gateway
+        if g is not None and g.host is not None:
+            c = per_host.get(g.host, {}).get(g.name)
+            if c is not None:
+                out[g.name] = dataclasses.replace(c, part=f"container on host '{g.host}'")
+                self._remember(c.id, g.host, None, None)
         return out
 
-    def _remember(self, cid: str, host: str, part: NodePart | None, s: ServicePlan) -> None:
+    def execute(self, container_id: str, argv: Sequence[str]) -> str:
+        """Run ``argv`` in a running container of any host; raises :class:`EngineError`."""
+        project, _, _ = self._project_of(container_id)
+        if project is None:
+            raise EngineError(f"container {container_id[:12]} not seen on any host")
+        return project.execute(container_id, argv)
+
+    def _remember(self, cid: str, host: str, part: NodePart | None, s: ServicePlan | None) -> None:
         with self._lock:
             self._owner[cid] = (host, part, s)
 
@@ -881,7 +912,8 @@ def doctor_hosts(plan: Plan, *, clients: Mapping[str, DockerClient] | None = Non
         else:
             why = facts.engine_problem()
             found = [Finding("docker engine", "fail" if why else "ok", why or "the engine answers",
-                             "start it, or fix hosts.NAME.docker / context" if why else "")]  # fmt: skip
+                             (host_endpoints.advice(h, entry, why)
+                              or f"start it, or fix hosts.{h}.docker / context") if why else "")]  # fmt: skip
             runtimes = facts.runtimes()
             found.append(
                 Finding("NVIDIA runtime", "ok", f"runtimes: {', '.join(runtimes)}")

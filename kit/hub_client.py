@@ -16,13 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from kit.errors import KitError
 from kit.hub_checksum import Expected
-
-if TYPE_CHECKING:
-    from kit.hub_source import Token
+from kit.hub_token import Token, token_hint
 
 
 @dataclass(frozen=True)
@@ -210,8 +208,6 @@ class TransferError(HubError):
 def access_error(hub: str, endpoint: str, repo: str, status: int | None, tok: Token,
                  *, gated: bool) -> HubAccessError:  # fmt: skip
     """401/403 from a hub: which file and variable to set; the token itself is never shown."""
-    from kit.hub_source import token_hint
-
     kind = "gated" if gated else "gated or private"
     code = f"HTTP {status}" if status else "access refused"
     if tok.value is None:
@@ -238,13 +234,6 @@ def _origin(url: str) -> str:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
-
-
-def client_for(hub: str, endpoint: str, token: Token) -> HubClient:
-    """The client for ``hub`` (``huggingface``; other hubs plug in here)."""
-    if hub == "huggingface":
-        return HuggingFaceHub(endpoint, token)
-    raise KitError(f"unknown hub {hub!r}")
 
 
 #: called with the number of bytes a download wrote (progress)

@@ -18,7 +18,7 @@ from typing import Any
 from kit.errors import KitError
 from kit.hub_checksum import Expected
 from kit.hub_client import RemoteFile, Snapshot
-from kit.hub_source import PullSource
+from kit.hub_spec import PullSource
 
 SCHEMA = 1
 KIND = "kit-models-lock"

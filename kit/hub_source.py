@@ -6,65 +6,39 @@ A service names its source with ``pull: org/name`` or a mapping::
     pull:
       repo: deepseek-ai/DeepSeek-V3-0324   # the hub id
       revision: main                        # branch, tag or commit (the lock file pins a commit)
-      hub: huggingface                      # the only hub so far (mirrors: hf_endpoint)
+      hub: huggingface                      # or modelscope (defaults.modelscope_endpoint)
 
 The folder it fills is the service's model folder (``model`` under ``model_root``). Several
 services may share one folder; they must then name the same source. The token for gated or
 private repositories is read from the stack's env file (``defaults.api_key_env_file``), never
 from the stack file, and never printed.
+
+A ``model_source: hub`` service (``model`` is the hub id; ``pull:`` optional) is pulled into
+the HF cache its container mounts (``defaults.cache.hf``), in the library's own layout
+(:mod:`kit.hub_cache`).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
+from kit.hub_spec import REPO_ID as _REPO
+from kit.hub_spec import PullSource
+from kit.hub_token import Token
 
 if TYPE_CHECKING:
-    from kit.plan import Plan
+    from kit.stack_plan import Plan
 
-_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
-#: the hubs the kit can pull from, and their default endpoints (ModelScope: not yet)
-HUBS = {"huggingface": "https://huggingface.co"}
+#: the hubs the kit can pull from, and their default endpoints
+HUBS = {"huggingface": "https://huggingface.co", "modelscope": "https://modelscope.cn"}
 #: env-file variables holding each hub's token, in the order they are looked up
-TOKEN_VARS = {"huggingface": ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-
-
-class PullSource(BaseModel):
-    """A model folder's source on a hub (the service field ``pull``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    repo: str
-    revision: str = "main"
-    hub: Literal["huggingface"] = "huggingface"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        if isinstance(v, str):  # pull: org/name
-            return {"repo": v}
-        return v
-
-    @field_validator("repo")
-    @classmethod
-    def _repo(cls, v: str) -> str:
-        if not _REPO.match(v) or ".." in v:
-            raise ValueError(f"must be a hub id such as deepseek-ai/DeepSeek-V3-0324, got {v!r}")
-        return v
-
-    @field_validator("revision")
-    @classmethod
-    def _revision(cls, v: str) -> str:
-        if not _REVISION.match(v) or ".." in v:
-            raise ValueError(f"must be a branch, tag or commit hash such as main, got {v!r}")
-        return v
+TOKEN_VARS = {
+    "huggingface": ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
+    "modelscope": ("MODELSCOPE_API_TOKEN",),
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +52,9 @@ class PullTarget:
     services: tuple[str, ...]
     #: any service of the folder sets trust_remote_code: custom code files are needed
     remote_code: bool
+    #: a ``model_source: hub`` service's repository in the host's HF cache (kit.hub_cache):
+    #: ``folder`` is then ``HF_HOME/hub/models--ORG--NAME``
+    cache: bool = False
 
 
 def targets(plan: Plan, services: list[str] | None = None) -> tuple[list[PullTarget], list[str]]:
@@ -97,17 +74,9 @@ def targets(plan: Plan, services: list[str] | None = None) -> tuple[list[PullTar
         svc = plan.stack.services[s.name]
         source = svc.pull
         if s.model_host_path is None:
-            if source is not None:
-                problems.append(
-                    f"service '{s.name}': pull: names a source for a model folder, but the "
-                    "service has model_source: hub (vLLM downloads it at start); set "
-                    "model_root and give model as a folder under it"
-                )
-            else:
-                notes.append(
-                    f"{s.name}: model {s.model!r} comes from the hub at start (model_source: "
-                    "hub); nothing to pull"
-                )
+            cached = _cache_target(plan, s.name, svc, problems, notes)
+            if cached is not None:
+                _add(found, cached, svc.trust_remote_code, problems)
             continue
         if source is None:
             notes.append(
@@ -115,35 +84,79 @@ def targets(plan: Plan, services: list[str] | None = None) -> tuple[list[PullTar
                 "pull: <hub id> to the service to let the kit fetch it)"
             )
             continue
-        folder = Path(s.model_host_path)
-        key = str(folder)
-        prev = found.get(key)
-        if prev is not None:
-            if prev.source != source:
-                problems.append(
-                    f"services '{prev.services[0]}' and '{s.name}' share the model folder "
-                    f"{folder} but name different pull: sources ({_describe(prev.source)} vs "
-                    f"{_describe(source)}); make them the same"
-                )
-                continue
-            found[key] = PullTarget(
-                key=prev.key,
-                folder=folder,
-                source=source,
-                services=(*prev.services, s.name),
-                remote_code=prev.remote_code or svc.trust_remote_code,
-            )
-            continue
-        found[key] = PullTarget(
-            key=svc.model,
-            folder=folder,
-            source=source,
-            services=(s.name,),
-            remote_code=svc.trust_remote_code,
-        )
+        target = PullTarget(svc.model, Path(s.model_host_path), source, (s.name,), False)
+        _add(found, target, svc.trust_remote_code, problems)
     if problems:
         raise KitError("cannot pull:\n  - " + "\n  - ".join(problems))
     return list(found.values()), notes
+
+
+def _add(found: dict[str, PullTarget], t: PullTarget, remote_code: bool,
+         problems: list[str]) -> None:  # fmt: skip
+    """Add a service's folder; services sharing one must name the same source."""
+    key = str(t.folder)
+    prev = found.get(key)
+    if prev is None:
+        found[key] = replace(t, remote_code=remote_code)
+    elif prev.source != t.source:
+        problems.append(
+            f"services '{prev.services[0]}' and '{t.services[0]}' share the model folder "
+            f"{t.folder} but name different pull: sources ({_describe(prev.source)} vs "
+            f"{_describe(t.source)}); make them the same"
+        )
+    else:
+        found[key] = replace(
+            prev,
+            services=(*prev.services, *t.services),
+            remote_code=prev.remote_code or remote_code,
+        )
+
+
+def _cache_target(plan: Plan, name: str, svc: Any, problems: list[str],
+                  notes: list[str]) -> PullTarget | None:  # fmt: skip
+    """A ``model_source: hub`` service: its repository in the HF cache the container mounts
+    (``defaults.cache.hf``), or None with a note or a problem."""
+    from kit.hub_cache import repo_folder
+
+    where = f"service '{name}'"
+    if svc.pull is None and not _REPO.match(svc.model):
+        notes.append(f"{name}: model {svc.model!r} is not a hub id; nothing to pull")
+        return None
+    source = svc.pull or PullSource(repo=svc.model)
+    if svc.pull is not None and svc.pull.repo != svc.model:
+        problems.append(
+            f"{where}, field 'pull': the service has model_source: hub, so vLLM loads "
+            f"{svc.model!r} from the HF cache; pull: names {svc.pull.repo!r}: make them the same "
+            "(or give model as a folder under model_root)"
+        )
+        return None
+    if source.hub != "huggingface":
+        problems.append(
+            f"{where}, field 'pull': a model_source: hub service is loaded by vLLM from the "
+            "Hugging Face cache; pull from ModelScope into a folder under model_root instead"
+        )
+        return None
+    if source.revision != "main":
+        problems.append(
+            f"{where}, field 'pull': revision {source.revision!r}: vLLM loads main from the HF "
+            "cache, so a model_source: hub service pulls main (the lock file pins its commit); "
+            "for another revision give model as a folder under model_root"
+        )
+        return None
+    hf = plan.stack.defaults.cache.hf
+    if hf is None:
+        text = (
+            f"{name}: model {svc.model!r} comes from the hub into the hf-cache volume at start "
+            "(vLLM downloads it); set defaults.cache.hf to a host folder to let kit pull fetch "
+            "it, verified and locked"
+        )
+        if svc.pull is not None:
+            problems.append(f"{where}, field 'pull': {text}")
+        else:
+            notes.append(text)
+        return None
+    folder = repo_folder(Path(plan.stack.host_path(hf)), svc.model)
+    return PullTarget(f"hf-cache:{svc.model}", folder, source, (name,), False, cache=True)
 
 
 def _describe(source: PullSource) -> str:
@@ -157,29 +170,21 @@ def describe(source: PullSource) -> str:
 
 def endpoint(plan: Plan, hub: str) -> str:
     """The hub's endpoint: the stack's mirror (``defaults.hf_endpoint``), else ``HF_ENDPOINT``,
-    else the public hub."""
+    else the public hub; for ModelScope ``defaults.modelscope_endpoint``, else
+    ``MODELSCOPE_ENDPOINT`` (or the older ``MODELSCOPE_DOMAIN``), else modelscope.cn."""
     import os
 
-    return (plan.stack.defaults.hf_endpoint or os.environ.get("HF_ENDPOINT") or HUBS[hub]).rstrip(
-        "/"
-    )
-
-
-@dataclass(frozen=True)
-class Token:
-    """A hub token read from the env file. ``repr`` and ``str`` never show the value."""
-
-    value: str | None
-    #: where it was looked for: the env file's path, or None when the stack names none
-    file: Path | None
-    #: the variable it came from (or the first one looked for)
-    variable: str
-
-    def __repr__(self) -> str:
-        state = "set" if self.value else "unset"
-        return f"Token({self.variable} {state} in {self.file})"
-
-    __str__ = __repr__
+    d = plan.stack.defaults
+    if hub == "modelscope":
+        given = (
+            d.modelscope_endpoint
+            or os.environ.get("MODELSCOPE_ENDPOINT")
+            or os.environ.get("MODELSCOPE_DOMAIN")
+        )
+        if given and "://" not in given:  # MODELSCOPE_DOMAIN is a bare host name
+            given = f"https://{given}"
+        return (given or HUBS[hub]).rstrip("/")
+    return (d.hf_endpoint or os.environ.get("HF_ENDPOINT") or HUBS[hub]).rstrip("/")
 
 
 def token(plan: Plan, hub: str) -> Token:
@@ -197,12 +202,3 @@ def token(plan: Plan, hub: str) -> Token:
         if values.get(name):
             return Token(values[name], path, name)
     return Token(None, path, names[0])
-
-
-def token_hint(tok: Token) -> str:
-    """What to do to give the kit a token, naming the file and the variable (never a value)."""
-    if tok.file is None:
-        return f"set defaults.api_key_env_file to an env file (chmod 600) holding {tok.variable}=<token>"
-    if not tok.file.is_file():
-        return f"create {tok.file} (chmod 600) with a line {tok.variable}=<token>"
-    return f"put a line {tok.variable}=<token> in {tok.file}"

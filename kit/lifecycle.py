@@ -12,19 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit import record
+from kit import hub_cache, record
 from kit.client import PortClosed
 from kit.engine import ContainerState, Engine
 from kit.errors import EngineError, KitError
-from kit.plan import Plan, gpu_ids
 from kit.readiness import Clock, Endpoints, HttpEndpoints, Listener, Waiter, WaitResult
+from kit.service_plan import gpu_ids
+from kit.stack_plan import Plan
 
 
 def preflight(plan: Plan, project: Engine, endpoints: Endpoints | None = None) -> None:
     """Refuse to start anything that would fail for a reason known in advance."""
     why = project.available()
     if why:
-        raise EngineError(why, hint="start it (scripts/docker-up.sh here), then `kit doctor`")
+        raise EngineError(
+            why, hint="start it (scripts/docker-up.sh here) or fix its endpoint, then `kit doctor`"
+        )
     key_file = plan.stack.api_key_file()
     if key_file is not None and not key_file.is_file():
         raise KitError(
@@ -41,6 +44,8 @@ def preflight(plan: Plan, project: Engine, endpoints: Endpoints | None = None) -
         and local_model_paths(plan, s)
         and not Path(s.model_host_path).is_dir()
     ]
+    here = [s for s in plan.services if local_model_paths(plan, s)]
+    missing += hub_cache.missing_offline(plan.stack, here)  # these run with HF_HUB_OFFLINE=1
     if missing:
         raise KitError(
             "model folders missing on this host: " + "; ".join(missing),
@@ -103,8 +108,13 @@ def up(
     try:
         if aux:
             project.start(aux)
-        result = Waiter(
-            project, timeout=timeout, listener=listener, endpoints=endpoints, clock=clock
+        result = Waiter(  # the gateway and Prometheus are watched from the start: a crash fails
+            project,  # at once, not after every engine has loaded
+            timeout=timeout,
+            listener=listener,
+            endpoints=endpoints,
+            clock=clock,
+            watch=aux,
         ).run()
         if aux:
             gateway_probe.wait_aux(plan, project, say=say)
@@ -232,7 +242,8 @@ def status(
         st = states.get(name)
         out.append(ServiceStatus(name=name, kind=kind, gpus="-", container=_container(st),
                                  health=(st.health or "-") if st else "-", visible_devices="-",
-                                 url=url, served=served))  # fmt: skip
+                                 url=url, served=served,
+                                 host=(plan.gateway.host or "") if plan.gateway and name == plan.gateway.name else ""))  # fmt: skip
     return out
 
 

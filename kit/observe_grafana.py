@@ -16,7 +16,7 @@ from typing import Any
 from kit import __version__
 from kit import vllm_versions as vv
 from kit.gateway_plan import PROMETHEUS_CONTAINER_PORT
-from kit.plan import Plan
+from kit.stack_plan import Plan
 
 SERVICE = "grafana"
 DATASOURCE_UID = "kit-prometheus"
@@ -30,7 +30,7 @@ CONFIGS = {
 
 
 def _env():  # type: ignore[no-untyped-def]
-    from kit.render import environment
+    from kit.jinja_env import environment
 
     return environment()
 

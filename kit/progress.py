@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from kit.plan import gpu_ids
 from kit.readiness import Phase, ServiceProgress
+from kit.service_plan import gpu_ids
 
 HEARTBEAT_S = 30.0
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from kit import hub_files, hub_lock, hub_source
+from kit import hub_cache, hub_files, hub_lock, hub_source
 from kit.errors import KitError
 from kit.hub_checksum import Digest, HashingWriter, verify_file
 from kit.hub_client import (
@@ -40,14 +40,17 @@ from kit.hub_client import (
     Snapshot,
     TransferError,
     access_error,
-    client_for,
 )
+from kit.hub_clients import client_for
 from kit.hub_source import PullTarget, describe
 
 if TYPE_CHECKING:
-    from kit.plan import Plan
+    from kit.hub_token import Token
+    from kit.stack_plan import Plan
 
 MARKER = ".kit-pull.json"
+#: the stack field holding each hub's endpoint (named in errors)
+_ENDPOINT_FIELD = {"huggingface": "hf_endpoint", "modelscope": "modelscope_endpoint"}
 GIB = 1024**3
 
 
@@ -127,6 +130,8 @@ class FolderPlan:
 
     @property
     def staging(self) -> Path:
+        if self.target.cache:
+            return self.target.folder / hub_cache.STAGING
         return staging_dir(self.target.folder)
 
     @property
@@ -166,7 +171,7 @@ def _existing(path: Path) -> Path:
     return p
 
 
-ClientFactory = Callable[[str, str, "hub_source.Token"], HubClient]
+ClientFactory = Callable[[str, str, "Token"], HubClient]
 
 
 def prepare(
@@ -187,7 +192,9 @@ def prepare(
     locked = hub_lock.read(lock_file)
     folders: list[FolderPlan] = []
     for t in targets:
-        if opts.only_missing and t.folder.is_dir():
+        if opts.only_missing and (
+            hub_cache.present(t.folder, t.source.revision) if t.cache else t.folder.is_dir()
+        ):
             notes.append(f"{t.key}: present at {t.folder}; left as it is")
             continue
         hub = t.source.hub
@@ -200,10 +207,18 @@ def prepare(
             + (f" at the locked commit {prev.commit[:12]}" if use_lock and prev else "")
             + f" on {client.endpoint}"
         )
+        by_commit = use_lock and prev is not None and getattr(client, "pins_commits", True)
         snap = client.resolve(
-            t.source.repo, prev.commit if use_lock and prev else t.source.revision
+            t.source.repo, prev.commit if by_commit and prev else t.source.revision
         )
         snap = replace(snap, revision=t.source.revision)
+        if use_lock and prev is not None and snap.commit != prev.commit:  # pinned by content
+            raise KitError(
+                f"{t.key}: {describe(t.source)} now holds other files than the lock pins "
+                f"({prev.commit[:15]} -> {snap.commit[:15]}); {hub}'s client names no commit, "
+                "so the locked files cannot be asked for again",
+                hint="pin a tag or commit in pull.revision, or move the lock with kit pull --update",
+            )
         if snap.gated and tok.value is None:
             raise access_error(hub, client.endpoint, t.source.repo, None, tok, gated=True)
         sel = hub_files.select([f.path for f in snap.files], remote_code=t.remote_code)
@@ -240,14 +255,27 @@ def _check_against_lock(
             raise ChecksumMismatch(
                 f"{t.key}: the hub's {f.path} at the locked commit {prev.commit[:12]} is not the "
                 f"file the lock names ({f.expected.digest[:16]}... != {want.digest[:16]}...)",
-                hint="the endpoint serves other bytes than the lock: check defaults.hf_endpoint",
+                hint="the endpoint serves other bytes than the lock: check "
+                f"defaults.{_ENDPOINT_FIELD[t.source.hub]}",
             )
 
 
 def _assess(t: PullTarget, snap: Snapshot, files: tuple[RemoteFile, ...],
             sel: hub_files.Selection, lock_note: str, opts: PullOptions) -> FolderPlan:  # fmt: skip
     fp = FolderPlan(t, snap, files, sel, "fetch", lock_note=lock_note)
-    if t.folder.is_dir():
+    if t.cache:  # blobs are named by their hash: what is there is reused, not fetched again
+        good = hub_cache.good_blobs(t.folder, files, verify=opts.verify)
+        linked = hub_cache.linked(t.folder, snap.commit, snap.revision, files)
+        if len(good) == len(files) and linked:
+            fp.action = "present"
+            return fp
+        fp.reuse = tuple(sorted(good))
+        prior = hub_cache.ref(t.folder, snap.revision)
+        if prior not in (None, snap.commit):
+            fp.action = "update"
+        elif good:
+            fp.action = "repair"
+    elif t.folder.is_dir():
         marker = read_marker(t.folder)
         if marker is None and not opts.verify:
             fp.action = "unchecked"
@@ -381,7 +409,11 @@ def run(
                 got, n = _pull_folder(plan, fp, opts, clients, lis, result)
                 result.downloaded_bytes += got
                 result.fetched_files += n
-            elif fp.action == "present" and read_marker(fp.target.folder) is None:
+            elif (
+                fp.action == "present"
+                and not fp.target.cache
+                and read_marker(fp.target.folder) is None
+            ):
                 write_marker(fp.target.folder, fp)  # verified by hashing: now the kit's
             lock[fp.target.key] = hub_lock.LockedModel(
                 fp.target.source, fp.snapshot.commit, fp.files
@@ -410,7 +442,7 @@ def _pull_folder(plan: Plan, fp: FolderPlan, opts: PullOptions, clients: ClientF
         "folder": str(fp.target.folder),
     }
     (staging / "state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
-    for path in fp.reuse:  # good files of the present folder: linked, not downloaded
+    for path in () if fp.target.cache else fp.reuse:  # good files: linked, not downloaded
         dst = files_dir / path
         if not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -447,7 +479,10 @@ def _pull_folder(plan: Plan, fp: FolderPlan, opts: PullOptions, clients: ClientF
             for other in futures:
                 other.cancel()
             raise
-    _install(fp, files_dir)
+    if fp.target.cache:
+        _install_in_cache(fp, files_dir)
+    else:
+        _install(fp, files_dir)
     return downloaded[0], len(fp.to_fetch)
 
 
@@ -510,12 +545,13 @@ def _fetch_file(client: HubClient, fp: FolderPlan, f: RemoteFile, files_dir: Pat
     if last_error.startswith(f"{fp.target.source.repo}/"):  # the transfer kept breaking off
         raise HubError(
             f"{label}: the download broke off {opts.attempts} times: {last_error}",
-            hint="check the network and defaults.hf_endpoint; run kit pull again: it resumes "
-            "where it stopped",
+            hint=f"check the network and defaults.{_ENDPOINT_FIELD[fp.target.source.hub]}; run "
+            "kit pull again: it resumes where it stopped",
         )
     raise ChecksumMismatch(
         f"{label}: still wrong after {opts.attempts} downloads from {client.endpoint}: {last_error}",
-        hint="the endpoint serves damaged bytes; try again later or another defaults.hf_endpoint",
+        hint="the endpoint serves damaged bytes; try again later or another "
+        f"defaults.{_ENDPOINT_FIELD[fp.target.source.hub]}",
     )
 
 
@@ -550,6 +586,60 @@ def _install(fp: FolderPlan, files_dir: Path) -> None:
             hint=f"the verified files are in {files_dir}; is {folder} a mount point?",
         ) from None
     shutil.rmtree(fp.staging, ignore_errors=True)
+
+
+def _install_in_cache(fp: FolderPlan, files_dir: Path) -> None:
+    """Move verified files into ``blobs/``, link the snapshot, then write ``refs/``."""
+    folder = fp.target.folder
+    commit = fp.snapshot.commit
+    try:
+        (folder / "blobs").mkdir(parents=True, exist_ok=True)
+        for f in fp.files:
+            staged = files_dir / f.path
+            if staged.is_file():
+                os.replace(staged, hub_cache.blob(folder, f))
+            elif not hub_cache.blob(folder, f).is_file():
+                raise KitError(
+                    f"{fp.target.key}: {f.path} was neither staged nor in the cache",
+                    hint="run kit pull --verify again: it fetches what is missing",
+                )
+        final = hub_cache.snapshot(folder, commit)
+        if final.is_dir():  # the library (or an older pull) made it: replace links one by one
+            for f in fp.files:
+                link_tmp = final / f"{f.path}.kit-pull-link"
+                _link(final / f.path, hub_cache.blob(folder, f), link_tmp)
+        else:
+            new = fp.staging / "snapshot"
+            shutil.rmtree(new, ignore_errors=True)
+            for f in fp.files:
+                _link(new / f.path, hub_cache.blob(folder, f), None)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(new, final)
+        if fp.target.source.revision != commit:
+            refs = folder / "refs" / fp.target.source.revision
+            refs.parent.mkdir(parents=True, exist_ok=True)
+            tmp = refs.parent / f".{refs.name}.kit-pull"
+            tmp.write_text(commit, encoding="utf-8")  # the library writes it without a newline
+            os.replace(tmp, refs)
+    except OSError as exc:
+        raise KitError(
+            f"{fp.target.key}: cannot install the verified files into the cache {folder}: "
+            f"{exc.strerror or exc}",
+            hint=f"the verified files are in {files_dir}; check the permissions of {folder}",
+        ) from None
+    shutil.rmtree(fp.staging, ignore_errors=True)
+
+
+def _link(link: Path, target: Path, tmp: Path | None) -> None:
+    """A relative symbolic link (the library's own form: it survives the mount's new root)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(target, link.parent)
+    if tmp is None:
+        os.symlink(rel, link)
+        return
+    tmp.unlink(missing_ok=True)
+    os.symlink(rel, tmp)
+    os.replace(tmp, link)
 
 
 __all__ = [

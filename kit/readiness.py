@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,10 +23,11 @@ from typing import Protocol
 from tenacity import Retrying, retry_if_result, stop_never, wait_fixed
 
 from kit.client import PortClosed, Response, endpoint_for, port_is_open
-from kit.diagnose import diagnose
+from kit.diagnose import failure_report
 from kit.engine import ContainerState, Engine
 from kit.errors import NotReadyError
-from kit.plan import Plan, ServicePlan
+from kit.service_plan import ServicePlan
+from kit.stack_plan import Plan
 
 TICK_S = 0.25
 PROBE_TIMEOUT_S = 2.0
@@ -134,6 +135,10 @@ class Waiter:
 
     ``endpoints`` (default: the real network) and ``clock`` (default: the system's, ticks of
     ``tick`` seconds) are injectable; a tick probes the services in parallel threads.
+
+    ``watch``: containers started beside the engines (the gateway, Prometheus) that must stay
+    up while the engines load: one that exits or restarts fails the wait at once, like an
+    engine (their own readiness is waited for afterwards, :func:`kit.gateway_probe.wait_aux`).
     """
 
     def __init__(
@@ -145,8 +150,10 @@ class Waiter:
         endpoints: Endpoints | None = None,
         clock: Clock | None = None,
         tick: float = TICK_S,
+        watch: Sequence[str] = (),
     ) -> None:
         self.project = project
+        self.watched: dict[str, ContainerState | None] = dict.fromkeys(watch)
         self.plan: Plan = project.plan
         self.timeout = timeout
         self.listener = listener or (lambda *_: None)
@@ -192,6 +199,8 @@ class Waiter:
                 p.started_at = self._elapsed()
                 self._set(p, Phase.CREATED)
         states = self.project.states()
+        for name in self.watched:
+            self._check_watched(name, states.get(name))
         active = [p for p in self.progress.values() if p.started_at is not None]
         for p in active:
             self._check_container(p, states.get(p.name))
@@ -237,6 +246,31 @@ class Waiter:
         if st.status == "running" and p.phase is Phase.CREATED:
             self._set(p, Phase.STARTING)
 
+    def _check_watched(self, name: str, st: ContainerState | None) -> None:
+        first = self.watched[name]
+        if st is None:
+            if first is not None:
+                self._fail_watched(name, "its container disappeared (removed by someone else?)")
+            return
+        if first is None or first.id != st.id:
+            self.watched[name] = first = st
+        code = f"exit status {st.exit_code}" if st.exit_code is not None else st.status
+        what = st.part or "container"
+        if st.stopped:
+            self._fail_watched(name, f"{what} exited ({code}) while the engines loaded", st)
+        if st.status == "restarting" or st.restart_count > first.restart_count:
+            self._fail_watched(
+                name, f"{what} restarted ({st.restart_count} restarts): it crashed", st
+            )
+
+    def _fail_watched(self, name: str, why: str, st: ContainerState | None = None) -> None:
+        log = self.project.container_logs(st.id, tail=LOG_TAIL) if st else ""
+        text, diag = failure_report(f"service '{name}'", why, log, tail=LOG_TAIL)
+        err = NotReadyError(text)
+        err.service = name  # type: ignore[attr-defined]
+        err.cause = diag.cause.key if diag.cause else None  # type: ignore[attr-defined]
+        raise err
+
     def _probe(self, p: ServiceProgress) -> Phase:
         if p.service.nodes:  # over several hosts: first every node joins (kit.hosts engine)
             waiting = getattr(self.project, "cluster_waiting", None)
@@ -275,13 +309,10 @@ class Waiter:
     ) -> None:
         self._set(p, Phase.FAILED, why)
         log = self.project.container_logs(p.container_id, tail=LOG_TAIL) if p.container_id else ""
-        diag = diagnose(log)
-        last = "\n".join("    | " + line for line in log.rstrip().splitlines()[-LOG_TAIL:])
-        msg = [f"service '{p.name}': {why}"]
-        msg.append(f"  last log lines:\n{last}" if last else "  (the container wrote no log)")
-        if not timed_out or diag.cause is not None:
-            msg.append(f"  diagnosis: {diag.describe()}")
-        err = NotReadyError("\n".join(msg))
+        text, diag = failure_report(
+            f"service '{p.name}'", why, log, tail=LOG_TAIL, timed_out=timed_out
+        )
+        err = NotReadyError(text)
         err.service = p.name  # type: ignore[attr-defined]
         err.cause = diag.cause.key if diag.cause else None  # type: ignore[attr-defined]
         raise err

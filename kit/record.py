@@ -2,7 +2,7 @@
 
 ``kit up`` writes ``deployment.json`` into the project folder
 (``$KIT_STATE_DIR/projects/<name>/``, see :func:`kit.engine.state_dir`). It holds the resolved
-plan, exactly: :func:`plan_from_record` turns it back into the same :class:`~kit.plan.Plan`,
+plan, exactly: :func:`plan_from_record` turns it back into the same :class:`~kit.stack_plan.Plan`,
 so ``down``, ``status``, ``logs``, ``smoke``, ``bench`` and ``batch`` act on what runs, not
 on what the stack file says today (it may have been edited, moved or deleted since).
 
@@ -12,6 +12,8 @@ changes)::
     schema, kit_version, written_at, started_at (ISO 8601, UTC)
     state            starting | ready | failed   (failed: kept by --keep-on-failure)
     detail           why it failed, else ""
+    torn_down        (optional) multi-node services `kit watch` took down on every host after a
+                     node was lost: service -> {at, host, part, container, why, cause, left}
     project          the compose project name
     stack            {name, file (resolved path or null), sha256 (of the file's bytes), base_dir}
     vllm_version, bind_address
@@ -51,8 +53,8 @@ from pydantic import BaseModel, ValidationError
 
 from kit import __version__
 from kit.errors import KitError
-from kit.plan import Plan
 from kit.spec import Stack
+from kit.stack_plan import Plan
 
 if TYPE_CHECKING:
     from kit.render import RenderOptions
@@ -91,6 +93,8 @@ class Deployment:
     kit_version: str
     started_at: str
     written_at: str
+    #: services `kit watch` tore down after losing a node (kit.multinode_watch)
+    torn_down: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -149,6 +153,7 @@ def to_record(
     state: str = "ready",
     detail: str = "",
     started_at: str | None = None,
+    torn_down: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from kit.client import endpoint_for
 
@@ -190,6 +195,7 @@ def to_record(
         "started_at": started_at or now,
         "state": state,
         "detail": detail,
+        **({"torn_down": torn_down} if torn_down else {}),
         "project": stack.name,
         "stack": {
             "name": stack.name,
@@ -222,10 +228,16 @@ def write(
     state: str = "ready",
     detail: str = "",
     started_at: str | None = None,
+    torn_down: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Write the record of ``plan`` into ``folder`` atomically; returns its path."""
     data = to_record(
-        plan, image_override=image_override, state=state, detail=detail, started_at=started_at
+        plan,
+        image_override=image_override,
+        state=state,
+        detail=detail,
+        started_at=started_at,
+        torn_down=torn_down,
     )
     folder.mkdir(parents=True, exist_ok=True)
     path = record_path(folder)
@@ -274,6 +286,7 @@ def from_record(data: dict[str, Any], folder: Path) -> Deployment:
             kit_version=str(data.get("kit_version", "?")),
             started_at=str(data.get("started_at", "?")),
             written_at=str(data.get("written_at", "?")),
+            torn_down=dict(data.get("torn_down") or {}),
         )
     except (KeyError, TypeError, ValueError, AttributeError, ValidationError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

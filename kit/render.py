@@ -1,4 +1,4 @@
-"""Render a :class:`~kit.plan.Plan` into a compose file with Jinja.
+"""Render a :class:`~kit.stack_plan.Plan` into a compose file with Jinja.
 
 All decisions are made here in Python; the templates under ``templates/`` only lay out the
 values (``StrictUndefined``: a missing value is an error, never an empty string). The output is
@@ -7,15 +7,14 @@ deterministic: the same plan renders to the same bytes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from kit import __version__
-from kit.plan import CONTAINER_PORT, Plan, ServicePlan
+from kit import __version__, hub_cache
+from kit.jinja_env import environment
+from kit.service_plan import CONTAINER_PORT, ServicePlan
+from kit.stack_plan import Plan
 from kit.train.jobplan import ADAPTERS_MOUNT
 
 HF_HOME = "/root/.cache/huggingface"
@@ -30,37 +29,6 @@ HEALTH_PROBE = (
     "import urllib.request; "
     f"urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}/health', timeout=4)"
 )
-
-
-def templates_dir() -> Path:
-    """``templates/`` beside the package in a checkout, or inside it when installed."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "templates", here / "templates"):
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError("kit templates folder not found")  # pragma: no cover
-
-
-def environment(folder: Path | None = None) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(folder or templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["q"] = quote
-    return env
-
-
-def quote(value: Any) -> str:
-    """A YAML scalar that means exactly ``value`` (JSON strings are valid YAML)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    return json.dumps(str(value), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -139,6 +107,8 @@ def _service(plan: Plan, s: ServicePlan, options: RenderOptions) -> dict[str, An
     env = {"HF_HOME": HF_HOME}
     if d.hf_endpoint:
         env["HF_ENDPOINT"] = d.hf_endpoint
+    if hub_cache.runs_offline(stack, s):  # `kit pull` filled the cache: the locked commit
+        env["HF_HUB_OFFLINE"] = "1"
     env.update(s.env)
     key_file = stack.api_key_file()
     labels = {

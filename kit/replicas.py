@@ -18,7 +18,7 @@ from kit import vllm_versions as vv
 from kit.spec import Service
 
 if TYPE_CHECKING:
-    from kit.plan import ServicePlan
+    from kit.service_plan import ServicePlan
 
 
 def replica_name(service: str, index: int) -> str:

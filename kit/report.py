@@ -8,7 +8,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from kit.plan import Plan, gpu_ids
+from kit.service_plan import gpu_ids
+from kit.stack_plan import Plan
 from kit.train.report import adapter_lines, jobs_table
 
 

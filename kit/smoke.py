@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kit import kinds, wire
-from kit import vllm_versions as vv
-from kit.client import Endpoint, PortClosed, Response, StreamError, endpoint_for
-from kit.plan import Plan, ServicePlan
+from kit.client import PortClosed, StreamError, endpoint_for
+from kit.service_plan import ServicePlan
+from kit.smoke_target import Failed, Target, ok_json
+from kit.stack_plan import Plan
 from kit.train.smoke import adapter_checks
 
 # The source notes' own examples.
@@ -38,22 +39,6 @@ class Check:
     ok: bool
     seconds: float
     detail: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a check talks to: the endpoint, the service, and how to read its answers."""
-
-    ep: Endpoint
-    service: ServicePlan
-    max_tokens: int
-    #: the vLLM version the stack pins, and the fields it sends reasoning text in
-    vllm_version: vv.Version
-    reasoning_fields: tuple[str, ...]
-
-
-class Failed(Exception):
-    """A check's assertion did not hold."""
 
 
 def smoke(plan: Plan, services: list[str] | None = None, *, max_tokens: int = 64) -> list[Check]:
@@ -101,16 +86,6 @@ def _ensure(cond: bool, msg: str) -> None:
         raise Failed(msg)
 
 
-def _ok_json(resp: Response) -> Any:
-    error = resp.error()
-    if error is not None:
-        raise Failed(str(error))
-    try:
-        return resp.json()
-    except ValueError:
-        raise Failed(f"not JSON: {resp.text()}") from None
-
-
 def check_health(t: Target) -> str:
     r = t.ep.get(wire.HEALTH, timeout=10)
     _ensure(r.status == 200, f"{wire.HEALTH} answered HTTP {r.status}")
@@ -118,7 +93,7 @@ def check_health(t: Target) -> str:
 
 
 def check_models(t: Target) -> str:
-    data = _ok_json(t.ep.get(wire.MODELS, timeout=10))
+    data = ok_json(t.ep.get(wire.MODELS, timeout=10))
     ids = [m.get("id") for m in data.get("data", [])]
     name = t.service.served_name
     _ensure(name in ids, f"served name {name!r} not in {ids}")
@@ -138,7 +113,7 @@ def _chat_body(t: Target, *, stream: bool) -> dict[str, Any]:
 
 
 def check_chat(t: Target) -> str:
-    data = _ok_json(t.ep.post(wire.CHAT, _chat_body(t, stream=False)))
+    data = ok_json(t.ep.post(wire.CHAT, _chat_body(t, stream=False)))
     choices = data.get("choices") or []
     _ensure(len(choices) == 1, f"expected 1 choice, got {len(choices)}")
     msg = choices[0].get("message") or {}
@@ -219,7 +194,7 @@ def _vectors(data: Any, n: int) -> list[list[float]]:
 
 
 def _embed(t: Target, inputs: list[str] | str) -> Any:
-    return _ok_json(t.ep.post(wire.EMBEDDINGS, {"model": t.service.served_name, "input": inputs}))
+    return ok_json(t.ep.post(wire.EMBEDDINGS, {"model": t.service.served_name, "input": inputs}))
 
 
 def check_embeddings(t: Target) -> str:
@@ -239,7 +214,7 @@ def _rerank(t: Target, top_n: int | None = None) -> list[dict[str, Any]]:
     }
     if top_n is not None:
         body["top_n"] = top_n
-    results = _ok_json(t.ep.post(wire.RERANK, body)).get("results")
+    results = ok_json(t.ep.post(wire.RERANK, body)).get("results")
     _ensure(isinstance(results, list), "no results list")
     scores = [r.get("relevance_score") for r in results]
     _ensure(

@@ -1,7 +1,8 @@
 """Stack files: load YAML into a validated, typed :class:`Stack`.
 
 This module checks the *shape* of a stack (types, ranges, names, pinned images). Rules that
-need the whole stack or the machine (GPU ranges, sharing, fit) live in :mod:`kit.plan`.
+need the whole stack or the machine (GPU ranges, sharing, fit) live in :mod:`kit.plan`
+(:mod:`kit.single_host_plan`, :mod:`kit.hosts`).
 Nothing downstream of :func:`load_stack` reads the YAML again.
 """
 
@@ -27,7 +28,7 @@ from kit import gpus as gpu_models
 from kit import kinds
 from kit.errors import KitError, StackError
 from kit.gateway_spec import Gateway, Observability
-from kit.hub_source import PullSource
+from kit.hub_spec import PullSource
 from kit.train.spec import Job, check_jobs
 from kit.vllm_versions import Version
 
@@ -234,6 +235,8 @@ class Defaults(_Model):
     model_root: str | None = None
     cache: Cache = Cache()
     hf_endpoint: str | None = None
+    #: ModelScope's endpoint for `pull: {hub: modelscope}` (default https://modelscope.cn)
+    modelscope_endpoint: str | None = None
     bind_address: str = "127.0.0.1"
     api_key_env_file: str | None = None
     headroom: Annotated[float, Field(gt=0, le=1)] = 0.95
@@ -299,7 +302,7 @@ class Defaults(_Model):
     def _root(cls, v: str | None) -> str | None:
         return _host_path(v)
 
-    @field_validator("hf_endpoint")
+    @field_validator("hf_endpoint", "modelscope_endpoint")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^\s/]+", v):

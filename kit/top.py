@@ -14,7 +14,8 @@ from rich.table import Table
 
 from kit.engine import Engine
 from kit.observe import Sample, Scraper, engines, rates
-from kit.plan import Plan, gpu_ids
+from kit.service_plan import gpu_ids
+from kit.stack_plan import Plan
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Everything the kit knows about how vLLM's command line changes between versions.
 
-This is the one table. Templates never test versions; :mod:`kit.plan` asks this module
+This is the one table. Templates never test versions; :mod:`kit.single_host_plan` asks this module
 which flags a service needs for the version a stack pins, and how to translate the old
 flags people copy from notes (``--task embed``, ``--enable-reasoning``).
 

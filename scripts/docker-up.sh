@@ -52,7 +52,8 @@ if docker info >/dev/null 2>&1; then
 else
   echo "docker-up: starting dockerd (log: $LOG)" >&2
   # containerd comes with docker.io; dockerd starts its own when none runs
-  PATH="$HOOK_DIR:$PATH" nohup dockerd >"$LOG" 2>&1 &
+  # its own session (setsid): a shell whose process group is killed leaves the engine running
+  PATH="$HOOK_DIR:$PATH" setsid nohup dockerd >"$LOG" 2>&1 &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5

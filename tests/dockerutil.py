@@ -83,31 +83,39 @@ def project_networks(name: str) -> list[str]:
     return out.split()
 
 
-def _inspect(container: str, fmt: str) -> str:
-    return subprocess.run(["docker", "inspect", "-f", fmt, container], capture_output=True,
-                          text=True, check=True).stdout.strip()  # fmt: skip
+def _inspect(container: str, fmt: str, host: str | None = None) -> str:
+    cmd = ["docker", *(["-H", host] if host else []), "inspect", "-f", fmt, container]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def kill_container(container: str) -> None:
+def kill_container(container: str, host: str | None = None) -> None:
     """docker kill, saying why when it cannot. A container restarting after a crash (e.g. the
     kernel's OOM killer on a busy machine) cannot be killed until it runs again, so wait for
     that. When dockerd sends SIGKILL but gives up waiting for the exit event (a vLLM engine with
     many threads and a large address space can take longer to reap on a busy 2-core machine),
-    the kill was delivered: wait for the process to be gone instead of failing."""
+    the kill was delivered: wait for the process to be gone instead of failing. ``host``: the
+    Docker engine to use (``docker -H``; None: the default one)."""
     deadline = time.monotonic() + 120
-    while _inspect(container, "{{.State.Status}}") == "restarting" and time.monotonic() < deadline:
+    while (
+        _inspect(container, "{{.State.Status}}", host) == "restarting"
+        and time.monotonic() < deadline
+    ):
         time.sleep(1)
-    pid = _inspect(container, "{{.State.Pid}}")
-    done = subprocess.run(["docker", "kill", container], capture_output=True, text=True)
+    pid = _inspect(container, "{{.State.Pid}}", host)
+    done = subprocess.run(
+        ["docker", *(["-H", host] if host else []), "kill", container],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0 and "did not receive an exit event" in done.stderr:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if _inspect(container, "{{.State.Status}}") != "running":
+            if _inspect(container, "{{.State.Status}}", host) != "running":
                 return
-            if _inspect(container, "{{.State.Pid}}") != pid:
+            if _inspect(container, "{{.State.Pid}}", host) != pid:
                 return
             time.sleep(1)
     state = _inspect(
-        container, "{{.State.Status}} oom={{.State.OOMKilled}} restarts={{.RestartCount}}"
+        container, "{{.State.Status}} oom={{.State.OOMKilled}} restarts={{.RestartCount}}", host
     )
     assert done.returncode == 0, f"docker kill {container}: {done.stderr.strip()} ({state})"

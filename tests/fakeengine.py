@@ -23,8 +23,9 @@ from pathlib import Path
 from kit.client import PortClosed, Response
 from kit.engine import ContainerState
 from kit.errors import EngineError
-from kit.plan import Plan, ServicePlan
 from kit.render import RenderOptions
+from kit.service_plan import ServicePlan
+from kit.stack_plan import Plan
 
 NEVER = math.inf
 #: seconds a crashed container spends in "restarting" before it runs again
@@ -96,7 +97,7 @@ class Moment:
 
 @dataclass
 class FakeContainer:
-    service: ServicePlan
+    service: ServicePlan | None  # None: the gateway or Prometheus (no GPU, not an engine)
     id: str
     script: Script
     started: float  # clock time of creation
@@ -185,8 +186,9 @@ class FakeEngine:
             if current is not None and current.at(self.clock.now()).status == "running":
                 continue  # compose up leaves a running container alone
             self._ids += 1
+            engines = {s.name for s in self.plan.services}
             self.containers[name] = FakeContainer(
-                self.plan.service(name),
+                self.plan.service(name) if name in engines else None,
                 f"{name}-{self._ids}",
                 self.scripts.get(name, Script()),
                 self.clock.now(),
@@ -228,7 +230,8 @@ class FakeEngine:
 
     def visible_devices(self, container_id: str) -> str | None:
         for c in self.containers.values():
-            if c.id == container_id and c.at(self.clock.now()).status == "running":
+            running = c.at(self.clock.now()).status == "running"
+            if c.id == container_id and running and c.service is not None:
                 return ",".join(map(str, c.service.gpus))
         return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,28 @@ import yaml
 from dockerutil import in_ci
 
 DOCKER2_HOST = os.environ.get("KIT_DOCKER2_HOST", "unix:///run/kit-docker2/docker.sock")
+#: the same second engine over tcp + TLS, and the folder of its certificates (ca.pem, cert.pem,
+#: key.pem: the client's), both from scripts/docker-up-second.sh
+DOCKER2_TCP = os.environ.get("KIT_DOCKER2_TCP", "tcp://127.0.0.1:29200")
+DOCKER2_TLS = Path(os.environ.get("KIT_DOCKER2_TLS", "/var/lib/kit-docker2-tls"))
+#: ... and over ssh (an sshd on 127.0.0.1 whose sessions reach it: scripts/ssh-up-second.sh)
+DOCKER2_SSH = os.environ.get("KIT_DOCKER2_SSH", "ssh://kit-docker2")
 REPO = Path(__file__).resolve().parent.parent
+#: host b's address as containers of the first engine reach it: the second engine's bridge
+#: (scripts/docker-up-second.sh)
+B_ADDRESS = os.environ.get("KIT_DOCKER2_BRIDGE_CIDR", "10.213.0.1/24").split("/")[0]
+
+
+def successes(address: str, port: int) -> float:
+    """Requests a replica finished (vLLM's own /metrics, also the double's, on its published
+    port)."""
+    with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith("vllm:request_success_total{")
+    )
 
 
 def docker(host: str | None, *args: str) -> subprocess.CompletedProcess[str]:

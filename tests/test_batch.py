@@ -35,7 +35,7 @@ from kit.batch import (
 from kit.cli import KitGroup
 from kit.cli_batch import batch_command
 from kit.errors import KitError, NotReadyError
-from kit.plan import Plan
+from kit.stack_plan import Plan
 from stackutil import BASE_STACK, deploy_record
 
 FAST = BatchOptions(backoff_initial=0.01, backoff_max=0.05, timeout=10)

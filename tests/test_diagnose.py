@@ -11,12 +11,16 @@ from kit.diagnose import CAUSES, diagnose
 LOGS = Path(__file__).parent / "fixtures" / "vllm_logs"
 # causes of a model over several hosts: real logs from the two-engine Ray tests (kit.hosts)
 MULTINODE_LOGS = Path(__file__).parent / "fixtures" / "multinode_logs"
+# the gateway's: the real LiteLLM 1.106.12 image refusing a config value (its last 45 lines)
+GATEWAY_LOGS = Path(__file__).parent / "fixtures" / "gateway_logs"
 
 
 @pytest.mark.parametrize("cause", [c.key for c in CAUSES])
 def test_fixture_log_is_recognised(cause):
     path = LOGS / f"{cause}.log"
-    log = (path if path.exists() else MULTINODE_LOGS / f"{cause}.log").read_text()
+    if not path.exists():
+        path = MULTINODE_LOGS / f"{cause}.log"
+    log = (path if path.exists() else GATEWAY_LOGS / f"{cause}.log").read_text()
     d = diagnose(log)
     assert d.cause is not None and d.cause.key == cause, d
     assert d.line and d.line.strip() in log

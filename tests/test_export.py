@@ -1,7 +1,8 @@
 """`kit export k8s`: golden files for the shipped stacks, the manifests against the Kubernetes
 schemas (kubernetes-validate, two Kubernetes versions, strict), the production-stack values
-against the schema of the fields the kit emits, and what maps how. Offline: no cluster runs
-here, so nothing here proves a cluster accepts or runs them beyond those schemas."""
+against the chart's own schema, and what maps how (tests/test_export_upstream.py: the upstream schemas
+themselves). Offline: no cluster runs here, so nothing here proves a cluster accepts or runs
+them beyond those schemas."""
 
 from __future__ import annotations
 
@@ -78,10 +79,10 @@ def test_the_validators_catch_what_a_cluster_would_refuse():
     assert any("workerTemplate (Kubernetes 1.29.0)" in p and "containerPort" in p for p in found)
     (values,) = files(REPO / "stacks" / "two-hosts.yaml", "production-stack").values()
     data = yaml.safe_load(values)
-    data["servingEngineSpec"]["modelSpec"][0]["tag"] = "latest"
+    data["servingEngineSpec"]["modelSpec"][0]["requestGPU"] = [8]
     data["servingEngineSpec"]["modelSpec"][1]["vllmConfig"]["tensorParallel"] = 2
     found = values_problems(yaml.safe_dump(data))
-    assert any("modelSpec.0.tag" in p for p in found)
+    assert any("modelSpec.0.requestGPU" in p for p in found)
     assert any("'tensorParallel' was unexpected" in p for p in found)
 
 
@@ -159,6 +160,24 @@ def test_the_api_key_stays_in_a_secret(tmp_path):
         assert f"kubectl create secret generic x-env --from-env-file={key}" in text
     c = objects(plan)[("Deployment", "x-chat")]["spec"]["template"]["spec"]["containers"][0]
     assert c["envFrom"] == [{"secretRef": {"name": "x-env"}}]
+
+
+def test_a_modelscope_pull_source_is_downloaded_from_modelscope_in_the_pod():
+    data = stack(chat={"kind": "chat", "model": "org/chat", "gpus": 1, "port": 9001,
+                       "pull": {"repo": "qwen/Qwen3-8B", "hub": "modelscope"}})  # fmt: skip
+    data["defaults"].update(model_root="/srv/models", modelscope_endpoint="https://ms.example")
+    plan = plan_of(data)
+    c = objects(plan)[("Deployment", "x-chat")]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    # vLLM asks ModelScope (not Hugging Face) for the repo, at ModelScope's revision
+    assert env["VLLM_USE_MODELSCOPE"] == "True"
+    assert env["MODELSCOPE_ENDPOINT"] == "https://ms.example"
+    assert c["args"][0] == "qwen/Qwen3-8B" and c["args"][-2:] == ["--revision", "master"]
+    (m,) = values(plan)
+    assert {"name": "VLLM_USE_MODELSCOPE", "value": "True"} in m["env"]
+    hf = plan_of(stack(chat={"kind": "chat", "model": "org/chat", "gpus": 1, "port": 9001}))
+    c = objects(hf)[("Deployment", "x-chat")]["spec"]["template"]["spec"]["containers"][0]
+    assert "VLLM_USE_MODELSCOPE" not in {e["name"] for e in c["env"]}
 
 
 def test_a_model_over_two_hosts_is_one_leaderworkerset_group():

@@ -142,6 +142,10 @@ def test_remote_hosts_need_an_address_and_a_reachable_bind():
     assert any(p.startswith("host 'b': give address (or api_address)") for p in found)
     assert any(p.startswith("host 'b', field 'bind_address': its services would listen on 127.0.0.1")
                for p in found)  # fmt: skip
+    # an engine reached at a loopback address runs on this machine: 127.0.0.1 is reachable
+    data["hosts"]["b"].update(docker="tcp://127.0.0.1:2376", address="127.0.0.1")
+    data["services"]["embed"]["port"] = 9009  # (one address: ports must differ)
+    assert plan_of(data).stack.hosts["b"].address == "127.0.0.1"
 
 
 def test_automatic_host_placement_fills_the_first_host_with_room():

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from kit import hub_files, hub_lock, hub_source
+from kit import hub_files, hub_lock, hub_source, hub_token
 from kit.errors import KitError, StackError
 from kit.hub_checksum import Digest, Expected, HashingWriter, verify_file
 from kit.hub_client import RemoteFile, access_error
@@ -55,6 +55,11 @@ def test_pull_shorthand_and_mapping():
         default_name="x.yaml",
     )
     assert s.services["a"].pull.revision == "v1.0"
+    s = parse_stack(
+        stack_with({"a": svc(pull={"repo": "Qwen/Qwen3-8B", "hub": "modelscope"})}),
+        default_name="x.yaml",
+    )
+    assert s.services["a"].pull.revision == "master"  # ModelScope's default branch
 
 
 @pytest.mark.parametrize(
@@ -63,7 +68,7 @@ def test_pull_shorthand_and_mapping():
         ("no-slash", "must be a hub id"),
         ("org/../etc", "must be a hub id"),
         ({"repo": "a/b", "revision": "../x"}, "branch, tag or commit"),
-        ({"repo": "a/b", "hub": "modelscope"}, "should be 'huggingface'"),
+        ({"repo": "a/b", "hub": "gitee"}, "should be 'huggingface' or 'modelscope'"),
         ({"repo": "a/b", "token": "x"}, "unknown field"),
     ],
 )
@@ -96,15 +101,16 @@ def test_targets_share_a_folder_and_merge_remote_code(tmp_path):
     assert only == []
 
 
-def test_targets_refuse_two_sources_for_one_folder_and_pull_on_a_hub_service(tmp_path):
+def test_targets_refuse_two_sources_for_one_folder_and_a_hub_service_without_a_cache(tmp_path):
     plan = _plan(tmp_path, {
         "a": svc(model="m", pull="org/one", port=19114),
         "b": svc(kind="embed", model="m", pull="org/two", gpus=[1], port=19115),
     })  # fmt: skip
     with pytest.raises(KitError, match=r"share the model folder .* different pull: sources"):
         hub_source.targets(plan)
+    # a hub service is pulled into the HF cache the container mounts: it must be a host folder
     plan = _plan(tmp_path, {"a": svc(model="org/m", model_source="hub", pull="org/m")})
-    with pytest.raises(KitError, match="model_source: hub"):
+    with pytest.raises(KitError, match=r"set defaults\.cache\.hf to a host folder"):
         hub_source.targets(plan)
     with pytest.raises(KitError, match="has no service 'zzz'"):
         hub_source.targets(plan, ["zzz"])
@@ -131,7 +137,7 @@ def test_token_comes_from_the_env_file_and_is_never_shown(tmp_path):
     assert secret not in str(err) and "HUGGING_FACE_HUB_TOKEN" in str(err)
     plan = _plan(tmp_path, {"a": svc(pull="o/m")})
     tok = hub_source.token(plan, "huggingface")
-    assert tok.value is None and "set defaults.api_key_env_file" in hub_source.token_hint(tok)
+    assert tok.value is None and "set defaults.api_key_env_file" in hub_token.token_hint(tok)
 
 
 # --- which files -------------------------------------------------------------------------

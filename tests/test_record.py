@@ -13,9 +13,10 @@ import yaml
 from kit import __version__, record
 from kit.engine import project_folder
 from kit.errors import KitError
-from kit.plan import Plan, build_plan
+from kit.plan import build_plan
 from kit.record import RecordError
 from kit.spec import list_stacks, load_stack
+from kit.stack_plan import Plan
 from stackutil import BASE_STACK, deep_merge
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,8 +10,9 @@ import jinja2
 import pytest
 import yaml
 
+from kit.jinja_env import environment
 from kit.plan import build_plan
-from kit.render import RenderOptions, environment, render_compose
+from kit.render import RenderOptions, render_compose
 from kit.spec import list_stacks, load_stack
 
 REPO = Path(__file__).resolve().parent.parent

@@ -320,6 +320,30 @@ def test_lora_flags_in_extra_args_are_the_kits_for_a_serving_service(train_stack
     assert "--enable-lora is set by the kit for a service that serves adapters (job sft)" in text
 
 
+def test_enable_lora_in_extra_args_is_refused_naming_the_field(train_stack):
+    # the LoRA flags are owned flags (kit.command.OWNED_FLAGS): refused in any spelling with the
+    # field that sets them, on the service a job serves from; another service may give them
+    path = train_stack()
+    data = yaml.safe_load(path.read_text())
+    data["services"]["chat"]["extra_args"] = ["--enable_lora", "--lora-modules=x=/adapters/x"]
+    path.write_text(yaml.safe_dump(data))
+    text = "\n".join(problems_of(path))
+    assert (
+        "service 'chat', field 'extra_args': --enable_lora is set by the kit for a service that "
+        "serves adapters (job sft); use the 'jobs.sft.serve' field instead"
+    ) in text
+    assert (
+        "--lora-modules is set by the kit for a service that serves adapters (job sft); use the "
+        "'jobs.sft.output' field instead"
+    ) in text
+    data["services"]["chat"]["extra_args"] = []
+    data["services"]["own"] = {"kind": "chat", "model": "tiny", "gpus": [3], "port": 19292,
+                               "extra_args": ["--enable_lora", "--max-lora-rank", "16"]}  # fmt: skip
+    path.write_text(yaml.safe_dump(data))
+    plan = build_plan(load_stack(path))
+    assert plan.service("own").engine_args[-3:] == ("--enable_lora", "--max-lora-rank", "16")
+
+
 def test_adapters_root_is_required_with_jobs(train_stack):
     path = train_stack()
     data = yaml.safe_load(path.read_text())
@@ -447,9 +471,6 @@ def test_adapter_lists_on_a_command_line():
         "--lora-modules",
         "c=/adapters/c",
     )
-    assert serving.lora_flags_in(("--lora-modules=x=y", "--max-num-seqs", "4")) == [
-        "--lora-modules"
-    ]
 
 
 # --- GPU arbitration --------------------------------------------------------------------------

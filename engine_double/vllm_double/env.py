@@ -6,7 +6,17 @@ from __future__ import annotations
 import os
 import re
 
-from .failures import FAIL_CAUSES
+#: what KIT_DOUBLE_FAIL may name: the causes :mod:`.failures` has vLLM's text for
+FAIL_CAUSES = (
+    "oom",
+    "free_memory",
+    "world_size",
+    "heads",
+    "model_missing",
+    "gated_401",
+    "trust_remote_code",
+    "unrecognized_args",
+)
 
 ENV_KNOBS = {
     "KIT_DOUBLE_VLLM_VERSION": "vLLM version to imitate (default 0.11.0)",

@@ -21,17 +21,6 @@ from .logs import UVICORN_SHUTDOWN, Log, render
 if TYPE_CHECKING:
     from .config import Config
 
-FAIL_CAUSES = (
-    "oom",
-    "free_memory",
-    "world_size",
-    "heads",
-    "model_missing",
-    "gated_401",
-    "trust_remote_code",
-    "unrecognized_args",
-)
-
 # the top of every API server traceback
 _API_TOP = """\
 ${api} Traceback (most recent call last):

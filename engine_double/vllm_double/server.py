@@ -14,8 +14,8 @@ import time
 from . import multinode
 from .api import API
 from .config import Config
-from .env import env_flag, env_float, env_int
-from .failures import FAIL_CAUSES, bind_failure_text, crash_text, failure_text
+from .env import FAIL_CAUSES, env_flag, env_float, env_int
+from .failures import bind_failure_text, crash_text, failure_text
 from .http_server import Connections
 from .logs import Log, err
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from kit import kinds
 from kit.batch.results import INVALID, error_line
-from kit.plan import ServicePlan
+from kit.service_plan import ServicePlan
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from kit.batch.resume import (
 from kit.batch.transport import RetryPolicy, open_session, preflight, run_request
 from kit.client import Endpoint, endpoint_for
 from kit.errors import KitError
-from kit.plan import Plan, ServicePlan
+from kit.service_plan import ServicePlan
+from kit.stack_plan import Plan
 
 
 @dataclass(frozen=True)

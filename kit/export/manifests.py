@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from kit import multinode
-from kit.export import k8s
+from kit.export import common
 from kit.plan import CONTAINER_PORT, Plan, ServicePlan
 
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
@@ -18,56 +18,56 @@ LWS_INDEX = "$(LWS_WORKER_INDEX)"
 
 
 def render(plan: Plan) -> str:
-    return k8s.render_template("k8s-manifests.yaml.j2", plan, services=[
-        _service(plan, s) for s in k8s.group(plan)])  # fmt: skip
+    return common.render_template("k8s-manifests.yaml.j2", plan, services=[
+        _service(plan, s) for s in common.group(plan)])  # fmt: skip
 
 
 def _labels(plan: Plan, s: ServicePlan) -> list[tuple[str, str]]:
     return sorted({
         "app.kubernetes.io/name": "vllm",
-        "app.kubernetes.io/instance": k8s.dns_name(plan.stack.name),
+        "app.kubernetes.io/instance": common.dns_name(plan.stack.name),
         "app.kubernetes.io/managed-by": "kit",
         "kit.stack": plan.stack.name,
-        "kit.service": k8s.service_name(s),
+        "kit.service": common.service_name(s),
         "kit.kind": s.kind,
     }.items())  # fmt: skip
 
 
 def _service(plan: Plan, s: ServicePlan) -> dict[str, Any]:
-    name = k8s.dns_name(plan.stack.name, k8s.service_name(s))
-    source = k8s.model_source(plan, s)
+    name = common.dns_name(plan.stack.name, common.service_name(s))
+    source = common.model_source(plan, s)
     labels = _labels(plan, s)
     ctx: dict[str, Any] = {
         "name": name,
         "labels": labels,
         "selector": [(k, v) for k, v in labels if k in ("kit.stack", "kit.service")],
-        "replicas": k8s.replicas(plan, s),
+        "replicas": common.replicas(plan, s),
         "service_port": s.port or CONTAINER_PORT,
         "container_port": CONTAINER_PORT,
         "pvc": {
             "name": f"{name}-model"[:63],
-            "size": f"{k8s.storage_gib(s)}Gi",
+            "size": f"{common.storage_gib(s)}Gi",
             "access_modes": ["ReadWriteOnce"] if not s.nodes else ["ReadWriteMany"],
             "comment": source.note or "",
         },
         "lws": None,
     }
-    secret = k8s.secret(plan)
+    secret = common.secret(plan)
     pod = {
-        "comment": k8s.host_comment(s),
+        "comment": common.host_comment(s),
         "image": plan.stack.defaults.image,
         "command": ["vllm", "serve"],
-        "args": k8s.serve_args(plan, s),
-        "env": k8s.env_list(plan, s),
+        "args": common.serve_args(plan, s),
+        "env": common.env_list(plan, s),
         "field_env": [],
         "secret": secret["name"] if secret else None,
         "port": CONTAINER_PORT,
         "gpus": len(s.gpus),
-        "probes": {"period": k8s.PROBE_PERIOD_S, "startup_failures": k8s.startup_failures(s)},
+        "probes": {"period": common.PROBE_PERIOD_S, "startup_failures": common.startup_failures(s)},
         "pvc": ctx["pvc"]["name"],
         "mount": source.mount,
         "mount_read_only": source.read_only,
-        "shm": k8s.shm_size(plan),
+        "shm": common.shm_size(plan),
     }
     if not s.nodes:
         ctx["pod"] = pod
@@ -82,18 +82,20 @@ def _lws(plan: Plan, s: ServicePlan, name: str, pod: dict[str, Any]) -> dict[str
     other hosts run, with LWS's addresses instead of the hosts'."""
     head, worker = s.nodes[0], s.nodes[1]
     field_env = [("VLLM_HOST_IP", "status.podIP")]
-    env = [(k, v) for k, v in k8s.env_list(plan, s) if k not in ("VLLM_HOST_IP", "KIT_RAY_START")]
+    env = [
+        (k, v) for k, v in common.env_list(plan, s) if k not in ("VLLM_HOST_IP", "KIT_RAY_START")
+    ]
     env = [e for e in env if e[0] not in multinode.SOCKET_IFNAME_ENV]
     if s.recipe == "native":
         master = {"--master-addr": LWS_LEADER, "--master-port": str(_native_port(head.command))}
-        leader_args = _replace(k8s.serve_args(plan, s, head.command), master)
-        worker_args = _replace(k8s.serve_args(plan, s, worker.command),
+        leader_args = _replace(common.serve_args(plan, s, head.command), master)
+        worker_args = _replace(common.serve_args(plan, s, worker.command),
                                {**master, "--node-rank": LWS_INDEX})  # fmt: skip
         leader = {"command": ["vllm", "serve"], "args": leader_args}
         workers = {"command": ["vllm", "serve"], "args": worker_args, "probes": None, "port": None}
     else:
         gcs = multinode.RAY_GCS_PORT
-        serve = k8s.serve_args(plan, s, head.command)
+        serve = common.serve_args(plan, s, head.command)
         leader = {
             "command": ["/bin/sh", "-c",
                         f"ray start --head --port={gcs} --num-gpus={len(s.gpus)} "
@@ -113,7 +115,7 @@ def _lws(plan: Plan, s: ServicePlan, name: str, pod: dict[str, Any]) -> dict[str
             "key": key,
             "labels": [("role", role), *_labels(plan, s)],
             "pod": {**pod, "env": env, "field_env": field_env, **override,
-                    "comment": f"{s.recipe} {role}: {k8s.host_comment(s)}"},
+                    "comment": f"{s.recipe} {role}: {common.host_comment(s)}"},
         })  # fmt: skip
     return {
         "size": len(s.nodes),

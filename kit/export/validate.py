@@ -3,11 +3,11 @@
 - manifests: every core object (PersistentVolumeClaim, Service, Deployment) against the
   Kubernetes OpenAPI schemas of a Kubernetes version, strictly (unknown fields fail), with
   ``kubernetes-validate`` (PyPI: it ships the schemas); a LeaderWorkerSet, a custom resource
-  those schemas lack, against the kit's schema of the fields it writes
-  (``schemas/leaderworkerset.schema.json``) and each of its pod templates as a core/v1
+  those schemas lack, against LWS's own CRD schema (:mod:`kit.export.upstream`, which
+  ``kit export`` also applies before writing) and each of its pod templates as a core/v1
   PodTemplate against the Kubernetes schemas;
-- production-stack values: against ``schemas/production-stack-values.schema.json`` (the fields
-  the kit emits, typed like the chart's own values.schema.json, closed).
+- production-stack values: against the chart's own ``values.schema.json``
+  (:mod:`kit.export.upstream`, closed).
 
 ``kubernetes-validate`` is a test dependency (the dev extra); importing this module without it
 raises ImportError with what to install.
@@ -15,36 +15,18 @@ raises ImportError with what to install.
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
+from kit.export import upstream
+
 #: the Kubernetes versions the manifests are checked against (oldest supported, newest shipped)
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 
 
-@cache
-def _schema(name: str) -> dict[str, Any]:
-    return json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
-
-
-def _problems(validator: jsonschema.protocols.Validator, doc: Any, where: str) -> list[str]:
-    out = []
-    for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
-        path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-        out.append(f"{where}: {path}: {err.message}")
-    return out
-
-
 def values_problems(text: str) -> list[str]:
-    doc = yaml.safe_load(text)
-    validator = jsonschema.Draft202012Validator(_schema("production-stack-values.schema.json"))
-    return _problems(validator, doc, "values")
+    return upstream.values_problems(yaml.safe_load(text))
 
 
 def manifest_problems(text: str, versions: tuple[str, ...] = K8S_VERSIONS) -> list[str]:
@@ -72,8 +54,7 @@ def manifest_problems(text: str, versions: tuple[str, ...] = K8S_VERSIONS) -> li
     for doc in docs:
         where = f"{doc.get('kind')} {doc.get('metadata', {}).get('name')}"
         if doc.get("kind") == "LeaderWorkerSet":
-            validator = jsonschema.Draft202012Validator(_schema("leaderworkerset.schema.json"))
-            problems += _problems(validator, doc, where)
+            problems += upstream.lws_problems(doc)
             lwt = doc.get("spec", {}).get("leaderWorkerTemplate", {})
             for key in ("leaderTemplate", "workerTemplate"):
                 if key in lwt:

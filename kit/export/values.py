@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kit.export import k8s
+from kit.export import common
 from kit.plan import Plan, ServicePlan
 
 #: flags the chart writes from vllmConfig / its own template: left out of extraArgs
@@ -29,13 +29,13 @@ CHART_ENV = ("HF_HOME", "VLLM_HOST_IP", "KIT_RAY_START")
 
 
 def render(plan: Plan) -> str:
-    return k8s.render_template("k8s-values.yaml.j2", plan, models=[
-        _model(plan, s) for s in k8s.group(plan)])  # fmt: skip
+    return common.render_template("k8s-values.yaml.j2", plan, models=[
+        _model(plan, s) for s in common.group(plan)])  # fmt: skip
 
 
 def extra_args(plan: Plan, s: ServicePlan) -> list[str]:
     """The kit's command line minus the model and what the chart renders itself."""
-    args = k8s.serve_args(plan, s)[1:]
+    args = common.serve_args(plan, s)[1:]
     out: list[str] = []
     skip = 0
     for a in args:
@@ -50,7 +50,7 @@ def extra_args(plan: Plan, s: ServicePlan) -> list[str]:
 
 
 def _model(plan: Plan, s: ServicePlan) -> dict[str, Any]:
-    repo, tag = k8s.image_parts(plan.stack.defaults.image)
+    repo, tag = common.image_parts(plan.stack.defaults.image)
     ray = bool(s.nodes)
     args = extra_args(plan, s) if not ray else _ray_args(plan, s)
     # the chart writes --enable-prefix-caching or --no-enable-prefix-caching itself, always:
@@ -61,26 +61,26 @@ def _model(plan: Plan, s: ServicePlan) -> dict[str, Any]:
             args.remove(flag)
             prefix_caching = on
     return {
-        "comment": k8s.host_comment(s),
-        "name": k8s.dns_name(k8s.service_name(s)),
+        "comment": common.host_comment(s),
+        "name": common.dns_name(common.service_name(s)),
         "repository": repo,
         "tag": tag,
-        "model_url": k8s.model_source(plan, s).arg,
+        "model_url": common.model_source(plan, s).arg,
         # the chart's Ray path: replicaCount is its workers (the head is one more pod)
-        "replicas": len(s.nodes) - 1 if ray else k8s.replicas(plan, s),
+        "replicas": len(s.nodes) - 1 if ray else common.replicas(plan, s),
         "cpu": max(4, 2 * len(s.gpus)),
-        "memory": f"{k8s.weights_memory_gib(s)}Gi",
+        "memory": f"{common.weights_memory_gib(s)}Gi",
         "gpus": len(s.gpus),
-        "pvc_size": f"{k8s.storage_gib(s)}Gi",
+        "pvc_size": f"{common.storage_gib(s)}Gi",
         "access_modes": ["ReadWriteOnce"] if not ray else ["ReadWriteMany"],
-        "shm": k8s.shm_size(plan) if s.tp * s.pp > 1 else None,
+        "shm": common.shm_size(plan) if s.tp * s.pp > 1 else None,
         "tp": s.tp,
         "max_model_len": s.max_model_len,
-        "dtype": plan.stack.services[k8s.service_name(s)].dtype,
+        "dtype": plan.stack.services[common.service_name(s)].dtype,
         "fraction": s.fraction,
         "prefix_caching": prefix_caching,
         "extra_args": args,
-        "env": [e for e in k8s.env_list(plan, s) if e[0] not in CHART_ENV],
+        "env": [e for e in common.env_list(plan, s) if e[0] not in CHART_ENV],
         "ray": ray,
     }
 

@@ -98,7 +98,7 @@ def render_config(
     plan: JobPlan, *, stack: str, trl_args: dict[str, Any], resume: bool = False
 ) -> str:
     """The YAML text of ``plan``'s config (``resume``: continue from the last checkpoint)."""
-    from kit.render import environment
+    from kit.jinja_env import environment
 
     template = "train-dpo.j2" if plan.trl_command == "dpo" else "train-sft.j2"
     return (

@@ -76,7 +76,7 @@ def compose_context(project: str, job: JobPlan, image: str, run_dir: Path) -> di
 
 
 def render_job_compose(project: str, job: JobPlan, image: str, run_dir: Path) -> str:
-    from kit.render import environment
+    from kit.jinja_env import environment
 
     ctx = compose_context(project, job, image, run_dir)
     return environment().get_template("train-compose.yaml.j2").render(**ctx)

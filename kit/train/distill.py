@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kit.errors import KitError
 from kit.eval import collect_answers
-from kit.plan import Plan
+from kit.stack_plan import Plan
 from kit.train.data import prompt_messages, read_lines
 from kit.train.jobplan import JobPlan
 

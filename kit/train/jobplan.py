@@ -1,6 +1,6 @@
 """A training job as planned: where everything is, which GPUs, what it needs.
 
-A plain dataclass (no kit.plan import), so :class:`kit.plan.Plan` can hold a tuple of them and
+A plain dataclass (no kit.plan import), so :class:`kit.stack_plan.Plan` can hold a tuple of them and
 the deployment record can write and read them back like service plans.
 """
 

@@ -1,8 +1,8 @@
 """Planning a stack's training jobs: validation, GPU placement, memory, the TRL config, and
 the LoRA flags of the services that serve the jobs' adapters.
 
-Called by :func:`kit.plan.build_plan` once the services are planned. Every problem names the
-job (or service) and the field, and all of them are reported together.
+Called by :func:`kit.single_host_plan.build_single_host_plan` once the services are planned.
+Every problem names the job (or service) and the field, and all of them are reported together.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kit.train.model_check import ArchitectureUnreadable, read_architecture
 from kit.train.spec import Job
 
 if TYPE_CHECKING:
-    from kit.plan import ServicePlan
+    from kit.service_plan import ServicePlan
     from kit.spec import Stack
 
 
@@ -263,12 +263,6 @@ def _serving(
             out.append(s)
             continue
         svc = stack.services[s.name]
-        for flag in serving.lora_flags_in(svc.extra_args):
-            problems.append(
-                f"service '{s.name}', field 'extra_args': {flag} is set by the kit for a service "
-                f"that serves adapters (job {', '.join(named)}); use "
-                f"{serving.LORA_FLAGS.get(flag, 'the job fields')}"
-            )
         wanted = max([j.lora_r or 0 for j in serving_jobs] or [8])
         if svc.max_lora_rank is not None:
             rank = svc.max_lora_rank

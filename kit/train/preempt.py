@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from kit.engine import Project
 from kit.errors import KitError
-from kit.plan import Plan, ServicePlan, gpu_ids
 from kit.readiness import Listener, Waiter
+from kit.service_plan import ServicePlan, gpu_ids
+from kit.stack_plan import Plan
 
 
 class GpusBusy(KitError):

@@ -11,7 +11,7 @@ from rich.table import Table
 from kit.train.serving import adapters_in
 
 if TYPE_CHECKING:
-    from kit.plan import Plan
+    from kit.stack_plan import Plan
 
 
 def jobs_table(plan: Plan) -> Table | None:

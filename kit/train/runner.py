@@ -31,9 +31,10 @@ from typing import Any, Protocol
 from kit import record
 from kit.engine import Project, project_folder
 from kit.errors import EngineError, KitError
-from kit.plan import Plan, build_plan
+from kit.plan import build_plan
 from kit.record import Deployment
 from kit.spec import load_stack
+from kit.stack_plan import Plan
 from kit.train import preempt, serving
 from kit.train.config import OUTPUT_DIR, render_config
 from kit.train.container import CONFIG_NAME, JobContainer, JobState, render_job_compose

@@ -3,9 +3,10 @@
 A chat service that a job names in ``serve`` gets ``--enable-lora``, ``--max-lora-rank``,
 ``--max-loras`` and one ``--lora-modules NAME=/adapters/NAME`` per finished adapter, with
 adapters_root mounted read-only at ``/adapters``. Those flags are the kit's for such a service
-(``extra_args`` may not set them). After a job, the new adapter is loaded into the running
-service with ``POST /v1/load_lora_adapter`` when the service allows runtime updates
-(``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` in its env), else the service is restarted.
+(``extra_args`` may not set them: :data:`kit.command.OWNED_FLAGS`). After a job, the new
+adapter is loaded into the running service with ``POST /v1/load_lora_adapter`` when the
+service allows runtime updates (``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` in its env), else
+the service is restarted.
 
 What the vLLM versions of the kit's table say (released source, 0.8.5 to 0.32.0):
 ``--enable-lora``, ``--lora-modules name=path``, ``--max-lora-rank``, ``--max-loras`` and the
@@ -17,20 +18,12 @@ runtime endpoint ``/v1/load_lora_adapter`` (body ``lora_name``, ``lora_path``) w
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from kit import wire
 from kit.train.jobplan import ADAPTERS_MOUNT
 from kit.vllm_versions import Version
 
-#: LoRA flags the kit sets on a service that serves adapters -> the field that sets them
-LORA_FLAGS: dict[str, str] = {
-    "--enable-lora": "a job's serve",
-    "--lora-modules": "a job's output and serve",
-    "--max-lora-rank": "max_lora_rank",
-    "--max-loras": "a job's serve (one slot per job serving into it)",
-}
 RUNTIME_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 LOAD_PATH = wire.LOAD_LORA
 UNLOAD_PATH = wire.UNLOAD_LORA
@@ -93,20 +86,6 @@ def adapters_in(engine_args: tuple[str, ...]) -> list[str]:
         for a in args[args.index("--lora-modules") + 1 :]:
             if a.startswith("-"):
                 break
-            out.append(a.split("=", 1)[0])
-    return out
-
-
-_FLAG = re.compile(r"^--?([A-Za-z0-9_-]+)")
-
-
-def lora_flags_in(extra_args: tuple[str, ...]) -> list[str]:
-    """LoRA flags of :data:`LORA_FLAGS` that ``extra_args`` gives, in any spelling
-    (``--max_lora_rank``, ``--lora-modules=...``)."""
-    out = []
-    for a in extra_args:
-        m = _FLAG.match(a)
-        if m and "--" + m[1].replace("_", "-") in LORA_FLAGS:
             out.append(a.split("=", 1)[0])
     return out
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kit import wire
+from kit.smoke_target import Failed, Target, ok_json
 from kit.train.serving import adapters_in
 
 if TYPE_CHECKING:
-    from kit.plan import ServicePlan
-    from kit.smoke import Target
+    from kit.service_plan import ServicePlan
 
 PROMPT = "Say hello in one short sentence."
 
@@ -22,9 +22,7 @@ def adapter_checks(s: ServicePlan) -> list[tuple[str, Callable[[Target], str]]]:
 
 def _check(adapter: str) -> Callable[[Target], str]:
     def check(t: Target) -> str:
-        from kit.smoke import Failed, _ok_json
-
-        ids = [m.get("id") for m in _ok_json(t.ep.get(wire.MODELS, timeout=10)).get("data", [])]
+        ids = [m.get("id") for m in ok_json(t.ep.get(wire.MODELS, timeout=10)).get("data", [])]
         if adapter not in ids:
             raise Failed(f"adapter {adapter!r} not in /v1/models {ids}")
         body: dict[str, Any] = {
@@ -33,7 +31,7 @@ def _check(adapter: str) -> Callable[[Target], str]:
             "max_tokens": min(t.max_tokens, 32),
             "temperature": 0,
         }
-        data = _ok_json(t.ep.post(wire.CHAT, body, timeout=120))
+        data = ok_json(t.ep.post(wire.CHAT, body, timeout=120))
         text = (data.get("choices") or [{}])[0].get("message", {}).get("content") or ""
         if not text.strip():
             raise Failed(f"adapter {adapter!r} answered with no text")

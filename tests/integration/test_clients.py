@@ -33,9 +33,10 @@ from dockerutil import SIM_MODELS, compose_down, write_sim_stack
 from kit import lifecycle
 from kit.client import endpoint_for
 from kit.engine import Project
-from kit.plan import Plan, build_plan
+from kit.plan import build_plan
 from kit.render import RenderOptions
 from kit.spec import load_stack
+from kit.stack_plan import Plan
 
 CHAT, EMBED, RERANK = "sim-qwen3-8b", "sim-embed", "sim-rerank"
 TIMEOUT = 10.0  # seconds, for every client: a hung server fails a test quickly

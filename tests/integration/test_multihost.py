@@ -217,6 +217,9 @@ def test_a_lost_node_while_serving_shows_in_status(project):
         time.sleep(0.2)
     res = kit("status", str(path))
     assert "exited (1)" in res.output and "exited (137)" in res.output, res.output
+    flat = " ".join(res.output.split())  # and what to do about it (kit.multinode_watch)
+    assert "big: lost native worker big-node1 on host 'b' (exited (exit status 137" in flat
+    assert f"`kit watch {name}` diagnoses it and removes it on every host" in flat
     res = kit("logs", str(path), "big", "-n", "20")
     assert "Connection closed by peer" in res.output
     assert kit("down", str(path)).exit_code == 0
