@@ -91,3 +91,17 @@ def parse_gpus(v: Any) -> int | tuple[int, ...]:
             raise ValueError(f"GPU ids repeat in {list(v)!r}")
         return tuple(v)
     raise ValueError("must be a count (e.g. 2) or a list of GPU ids (e.g. [0, 1])")
+
+
+def gpus_request_problem(gpus: int | tuple[int, ...] | list[int], host_gpus: int) -> str | None:
+    """What is wrong with a (parsed) ``gpus`` request on a host of ``host_gpus`` GPUs: a count
+    larger than the host, or ids outside it (None: nothing). Services and jobs share it."""
+    if isinstance(gpus, int):
+        return f"asks for {gpus} GPUs but the host has {host_gpus}" if gpus > host_gpus else None
+    bad = [g for g in gpus if not 0 <= g < host_gpus]
+    if not bad:
+        return None
+    return (
+        f"GPU id{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} outside the host's "
+        f"{host_gpus} GPUs (valid ids 0-{host_gpus - 1})"
+    )

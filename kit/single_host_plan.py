@@ -229,22 +229,14 @@ def _label(stack: Stack) -> str:
 def _draft(stack: Stack, name: str, svc: Service, problems: list[str]) -> _Draft:
     where = f"service '{name}'"
     host_gpus = stack.host.gpus
+    wrong = gpu_models.gpus_request_problem(svc.gpus, host_gpus)
+    if wrong:
+        problems.append(f"{where}, field 'gpus': {wrong}")
     if isinstance(svc.gpus, int):
         n = svc.gpus
-        if n > host_gpus:
-            problems.append(
-                f"{where}, field 'gpus': asks for {n} GPUs but the host has {host_gpus}"
-            )
         x = _Draft(name, svc, svc.served_name or name, n, auto=True)
     else:
         n = len(svc.gpus)
-        bad = [g for g in svc.gpus if not 0 <= g < host_gpus]
-        if bad:
-            problems.append(
-                f"{where}, field 'gpus': GPU id{'s' if len(bad) > 1 else ''} "
-                f"{', '.join(map(str, bad))} outside the host's {host_gpus} GPUs "
-                f"(valid ids 0-{host_gpus - 1})"
-            )
         x = _Draft(name, svc, svc.served_name or name, n, gpus=tuple(svc.gpus))
     pp = svc.pipeline_parallel_size
     if svc.data_parallel_size > 1:  # vLLM's own DP: TP x PP per rank (kit.replicas)

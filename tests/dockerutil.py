@@ -21,6 +21,7 @@ __all__ = [
     "compose_down",
     "free_port",
     "in_ci",
+    "inspect_container",
     "kill_container",
     "project_containers",
     "project_networks",
@@ -83,7 +84,7 @@ def project_networks(name: str) -> list[str]:
     return out.split()
 
 
-def _inspect(container: str, fmt: str, host: str | None = None) -> str:
+def inspect_container(container: str, fmt: str, host: str | None = None) -> str:
     cmd = ["docker", *(["-H", host] if host else []), "inspect", "-f", fmt, container]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -97,11 +98,11 @@ def kill_container(container: str, host: str | None = None) -> None:
     Docker engine to use (``docker -H``; None: the default one)."""
     deadline = time.monotonic() + 120
     while (
-        _inspect(container, "{{.State.Status}}", host) == "restarting"
+        inspect_container(container, "{{.State.Status}}", host) == "restarting"
         and time.monotonic() < deadline
     ):
         time.sleep(1)
-    pid = _inspect(container, "{{.State.Pid}}", host)
+    pid = inspect_container(container, "{{.State.Pid}}", host)
     done = subprocess.run(
         ["docker", *(["-H", host] if host else []), "kill", container],
         capture_output=True,
@@ -110,12 +111,12 @@ def kill_container(container: str, host: str | None = None) -> None:
     if done.returncode != 0 and "did not receive an exit event" in done.stderr:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if _inspect(container, "{{.State.Status}}", host) != "running":
+            if inspect_container(container, "{{.State.Status}}", host) != "running":
                 return
-            if _inspect(container, "{{.State.Pid}}", host) != pid:
+            if inspect_container(container, "{{.State.Pid}}", host) != pid:
                 return
             time.sleep(1)
-    state = _inspect(
+    state = inspect_container(
         container, "{{.State.Status}} oom={{.State.OOMKilled}} restarts={{.RestartCount}}", host
     )
     assert done.returncode == 0, f"docker kill {container}: {done.stderr.strip()} ({state})"

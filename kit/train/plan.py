@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from kit import kinds
 from kit import trl_versions as tv
+from kit.gpus import gpus_request_problem
 from kit.train import serving
 from kit.train.config import build_config, config_problems, render_config, total_steps
 from kit.train.data import check_data
@@ -230,18 +231,13 @@ def _plan_job(
 def _gpus(stack: Stack, name: str, job: Job, problems: list[str]) -> tuple[tuple[int, ...], bool]:
     assert stack.host is not None
     host = stack.host.gpus
+    wrong = gpus_request_problem(job.gpus, host)
+    if wrong:
+        problems.append(f"{_where(name, 'gpus')}: {wrong}")
     if not isinstance(job.gpus, int):
-        bad = [g for g in job.gpus if not 0 <= g < host]
-        if bad:
-            problems.append(
-                f"{_where(name, 'gpus')}: GPU id{'s' if len(bad) > 1 else ''} "
-                f"{', '.join(map(str, bad))} outside the host's {host} GPUs (valid ids "
-                f"0-{host - 1})"
-            )
         return tuple(job.gpus), False
     n = job.gpus
     if n > host:
-        problems.append(f"{_where(name, 'gpus')}: asks for {n} GPUs but the host has {host}")
         return (), True
     used = {g for s in stack.services.values() if not isinstance(s.gpus, int) for g in s.gpus}
     windows = [tuple(range(s, s + n)) for s in range(host - n + 1)]

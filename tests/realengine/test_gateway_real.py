@@ -31,7 +31,7 @@ import yaml
 from click.testing import CliRunner
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
-from dockerutil import compose_down, in_ci, kill_container
+from dockerutil import compose_down, in_ci, inspect_container, kill_container
 from kit.cli import cli
 from kit.engine import Project
 from kit.gateway_probe import ExecProbe, docker_exec
@@ -235,15 +235,10 @@ def test_killed_replica_bounded_failures_and_up_restores_it(stack, tmp_path):
     (run,) = json.loads(next(tmp_path.rglob("summary.json")).read_text())["runs"]
     assert run["completed"] + run["failed"] == 60
     assert run["failed"] <= parallel, run
-    other = _inspect(f"{name}-chat-2-1", "{{.State.StartedAt}}")
+    other = inspect_container(f"{name}-chat-2-1", "{{.State.StartedAt}}")
     res = kit("up", str(stack), "--image", REAL_IMAGE)
     assert res.exit_code == 0, res.output + res.stderr
-    assert _inspect(victim, "{{.State.Status}}") == "running"
-    assert _inspect(f"{name}-chat-2-1", "{{.State.StartedAt}}") == other
+    assert inspect_container(victim, "{{.State.Status}}") == "running"
+    assert inspect_container(f"{name}-chat-2-1", "{{.State.StartedAt}}") == other
     smoke = kit("smoke", str(stack))
     assert smoke.exit_code == 0, smoke.output
-
-
-def _inspect(container: str, fmt: str) -> str:
-    return subprocess.run(["docker", "inspect", "-f", fmt, container], capture_output=True,
-                          text=True, check=True).stdout.strip()  # fmt: skip
